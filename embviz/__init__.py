@@ -1,0 +1,76 @@
+"""embviz: size, place, build and inspect torchrec embedding tables from Jupyter.
+
+The config layer is imported eagerly; everything that needs torch, torchrec, pandas or
+matplotlib is imported on first use, so ``embviz validate`` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from embviz.config import (
+    AdagradConfig,
+    AdamConfig,
+    ConfigError,
+    DataType,
+    EmbeddingBagConfig,
+    EmbeddingSnapshot,
+    FusedKernelWarning,
+    LargeEmbeddingsConfig,
+    LearningRate,
+    LinearRampToConstant,
+    LinearRampToCosine,
+    Mode,
+    OptimizerConfig,
+    PiecewiseConstant,
+    SgdConfig,
+    config_schema,
+    dump_config,
+    example,
+    load_config,
+    parse_config,
+)
+from embviz.errors import EmbvizError
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it, imported on first attribute access.
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "AdagradConfig",
+    "AdamConfig",
+    "ConfigError",
+    "DataType",
+    "EmbeddingBagConfig",
+    "EmbeddingSnapshot",
+    "EmbvizError",
+    "FusedKernelWarning",
+    "LargeEmbeddingsConfig",
+    "LearningRate",
+    "LinearRampToConstant",
+    "LinearRampToCosine",
+    "Mode",
+    "OptimizerConfig",
+    "PiecewiseConstant",
+    "SgdConfig",
+    "config_schema",
+    "dump_config",
+    "example",
+    "load_config",
+    "parse_config",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'embviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,5 @@
+import sys
+
+from embviz.cli import main
+
+sys.exit(main())

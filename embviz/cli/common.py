@@ -1,0 +1,51 @@
+"""Argument helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from embviz.config import LargeEmbeddingsConfig, load_config
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["add_config_arguments", "config_from_args", "write_frame"]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``CONFIG`` and ``--key``."""
+    parser.add_argument("config", metavar="CONFIG", help="YAML file with the tables")
+    parser.add_argument(
+        "--key",
+        metavar="K",
+        help="dotted path to the section holding the tables, e.g. model.embeddings "
+        "(default: the top level, or the one section that has 'tables')",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> LargeEmbeddingsConfig:
+    """Load the config named on the command line (raises ConfigError); warnings go to stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_config(args.config, key=args.key)
+    for warning in caught:
+        print(f"{args.config}: warning: {warning.message}", file=sys.stderr)
+    return cfg
+
+
+def write_frame(frame: pd.DataFrame, fmt: str, *, index_label: str | None = None) -> None:
+    """Print a DataFrame as an aligned table, CSV or JSON records (exact values in csv/json)."""
+    out = sys.stdout
+    if fmt == "csv":
+        frame.to_csv(out, index=index_label is not None, index_label=index_label)
+    elif fmt == "json":
+        data = frame.reset_index() if index_label is not None else frame
+        records: list[dict[str, Any]] = json.loads(data.to_json(orient="records"))
+        json.dump(records, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(frame.to_string() + "\n")
