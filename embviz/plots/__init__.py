@@ -1,0 +1,9 @@
+"""Draw functions: each takes data (a DataFrame from the pure modules) and an optional Axes.
+
+They return the Figure, never compute bytes or statistics themselves, and never call
+``plt.show()``, so widgets, the report and notebooks can all use them.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
