@@ -129,9 +129,9 @@ def _friendly_message(item: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "greater_than":
-        return f"must be > {ctx['gt']}, got {value!r}"
+        return f"must be > {ctx['gt']:g}, got {value!r}"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx['ge']}, got {value!r}"
+        return f"must be >= {ctx['ge']:g}, got {value!r}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, got {shown}"
     if kind in ("float_type", "float_parsing"):
@@ -510,8 +510,10 @@ def parse_config(
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or str(exc)
-        if "could not determine a constructor" in problem:
-            problem = f"{problem} (only plain YAML is read: tags like !!python/... are refused)"
+        tag = re.search(r"for the tag '([^']+)'", problem)
+        if tag:
+            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            problem = f"tag {name!r} is refused: only plain YAML is read (safe loading)"
         raise ConfigError([(where, problem)], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"not valid YAML: {exc}")], source) from None
