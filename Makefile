@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 ## JupyterLab on notebooks/, on 127.0.0.1, opening the tuning notebook (bundled ranker config).
 lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
-		01_tune_table_sizes.ipynb
+		$(if $(filter 0,$(shell id -u)),--allow-root) 01_tune_table_sizes.ipynb
 
 ## Lint, then every test: unit, CLI, notebooks top to bottom, and the browser test.
 test: $(STAMP)
