@@ -36,7 +36,18 @@ from embviz.errors import EmbvizError
 __version__ = "0.1.0"
 
 # Public name -> module that defines it, imported on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "GpuFit": "embviz.memory",
+    "MemoryArgumentError": "embviz.memory",
+    "UnknownTableError": "embviz.memory",
+    "binary_unit": "embviz.memory",
+    "gpu_fit": "embviz.memory",
+    "human_bytes": "embviz.memory",
+    "memory_table": "embviz.memory",
+    "totals": "embviz.memory",
+    "with_dtype": "embviz.memory",
+    "with_totals": "embviz.memory",
+}
 
 __all__ = [
     "AdagradConfig",

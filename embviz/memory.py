@@ -1,0 +1,551 @@
+"""Exact bytes per table: weights, optimizer state, dtype what-ifs, and a GPU fit check.
+
+Pure arithmetic over a `LargeEmbeddingsConfig`: nothing is allocated. The rules are the ones
+FBGEMM and torch really follow (checked table by table against a sharded and an unsharded
+torchrec collection in ``tests/test_memory_measured.py``), with R rows, D columns and e bytes per
+weight element (4 for fp32, 2 for fp16):
+
+``optimizer_state="fused"`` (FBGEMM table-batched kernels; what a sharded model allocates)
+    The state is fp32 whatever the weight dtype. EXACT_SGD keeps nothing (torch's ``momentum``
+    is not used by it), EXACT_ADAGRAD ``R*D*4``, ADAM ``2*R*D*4``, and the row-wise Adagrad
+    what-if (EXACT_ROWWISE_ADAGRAD) ``R*4``.
+``optimizer_state="torch"`` (torch.optim applied in backward to an unsharded collection)
+    The state takes the weight's dtype, plus torch's 4-byte ``step`` tensor where the optimizer
+    keeps one: SGD 0 (``R*D*e`` with momentum), Adagrad ``R*D*e + 4``, Adam ``2*R*D*e + 4``.
+
+Weights are ``R*D*e`` in both; EVALUATE and INFERENCE keep no optimizer state. Per-kernel
+bookkeeping of FBGEMM (offsets, an ``iter`` counter: a few hundred bytes per group of tables, not
+per table) and the planner's batch-dependent input/output buffers are not table storage and are
+left out.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from embviz.config import DataType, LargeEmbeddingsConfig, Mode
+from embviz.errors import EmbvizError
+
+__all__ = [
+    "BYTE_COLUMNS",
+    "GpuFit",
+    "MemoryArgumentError",
+    "UnknownTableError",
+    "binary_unit",
+    "gpu_fit",
+    "human_bytes",
+    "memory_table",
+    "totals",
+    "with_dtype",
+    "with_totals",
+]
+
+OptimizerState = Literal["fused", "torch"]
+AdagradState = Literal["exact", "rowwise"]
+
+OPTIMIZER_STATES: tuple[str, ...] = ("fused", "torch")
+ADAGRAD_STATES: tuple[str, ...] = ("exact", "rowwise")
+
+# Columns holding exact byte counts (int64), in display order.
+BYTE_COLUMNS: tuple[str, ...] = (
+    "weight_bytes",
+    "optimizer_bytes",
+    "total_bytes",
+    "fp32_total_bytes",
+    "fp16_total_bytes",
+    "planner_bytes",
+)
+
+# FBGEMM keeps fused optimizer state in fp32 whatever the weight dtype (measured on CPU kernels:
+# momentum1_host is float32 for fp16 weights_host).
+_FUSED_STATE_ITEMSIZE = 4
+# torch.optim.Adam/Adagrad keep `step` as a 0-d tensor of torch's default float dtype (fp32).
+_TORCH_STEP_BYTES = 4
+# torchrec's EmbeddingShardingPlanner keeps this share of each device's HBM for the dense part
+# of the model (`heuristical_storage_reservation_percentage`, default 0.15 in torchrec 1.6-1.8;
+# tests/test_plan.py checks it against the installed torchrec).
+PLANNER_RESERVED_FRACTION = 0.15
+
+_FUSED_KERNEL = {"sgd": "EXACT_SGD", "adagrad": "EXACT_ADAGRAD", "adam": "ADAM"}
+_TORCH_CLASS = {
+    "sgd": "torch.optim.SGD",
+    "adagrad": "torch.optim.Adagrad",
+    "adam": "torch.optim.Adam",
+}
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+class MemoryArgumentError(EmbvizError, ValueError):
+    """An argument of a memory function has a value it cannot take.
+
+    Attributes
+    ----------
+    argument : str
+        The parameter's name (``"optimizer_state"``, ``"mode"``, ...).
+    """
+
+    def __init__(self, argument: str, message: str):
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
+class UnknownTableError(EmbvizError, KeyError):
+    """Table names that are not in the config; the message lists the config's tables."""
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        self.unknown = list(unknown)
+        self.known = list(known)
+        names = ", ".join(repr(n) for n in unknown)
+        shown = ", ".join(known[:50]) + (f", ... ({len(known)} in all)" if len(known) > 50 else "")
+        super().__init__(f"no table named {names} (tables: {shown})")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def _check_choice(argument: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise MemoryArgumentError(
+            argument, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
+    return value
+
+
+def _as_mode(mode: Mode | str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in Mode)
+        raise MemoryArgumentError("mode", f"must be one of {choices}, got {mode!r}") from None
+
+
+def _as_config(cfg: object) -> LargeEmbeddingsConfig:
+    if not isinstance(cfg, LargeEmbeddingsConfig):
+        raise MemoryArgumentError(
+            "cfg", f"must be a LargeEmbeddingsConfig (see embviz.load_config), got {type(cfg)!r}"
+        )
+    return cfg
+
+
+@functools.lru_cache(maxsize=4096)
+def _planner_multiplier(optimizer_class: str, embedding_dim: int) -> float:
+    """torchrec's own optimizer-state multiplier for one optimizer class and table width.
+
+    Calls ``torchrec.distributed.planner.shard_estimators._get_optimizer_multipler`` (same
+    signature in torchrec 1.6-1.8), so the planner column follows the installed torchrec.
+    Cached: a config has few distinct (optimizer, dim) pairs.
+    """
+    import torch
+    import torchrec.optim as trec_optim
+    from torchrec.distributed.planner.shard_estimators import _get_optimizer_multipler
+
+    classes = {
+        "none": None,
+        "torch.optim.SGD": torch.optim.SGD,
+        "torch.optim.Adagrad": torch.optim.Adagrad,
+        "torch.optim.Adam": torch.optim.Adam,
+        "torchrec.optim.RowWiseAdagrad": trec_optim.RowWiseAdagrad,
+    }
+    # The row count does not enter torchrec's multiplier (only shape[-1] does).
+    return float(_get_optimizer_multipler(classes[optimizer_class], torch.Size([1, embedding_dim])))
+
+
+def _state_bytes(
+    rows: np.ndarray,
+    dims: np.ndarray,
+    itemsize: np.ndarray,
+    optimizer: np.ndarray,
+    momentum: np.ndarray,
+    optimizer_state: str,
+    rowwise: bool,
+) -> np.ndarray:
+    """Optimizer state bytes per table in TRAIN mode (see the module docstring)."""
+    cells = rows * dims
+    is_sgd, is_adagrad, is_adam = (
+        (optimizer == "sgd"),
+        (optimizer == "adagrad"),
+        (optimizer == "adam"),
+    )
+    if optimizer_state == "fused":
+        adagrad = rows * _FUSED_STATE_ITEMSIZE if rowwise else cells * _FUSED_STATE_ITEMSIZE
+        return np.select(
+            [is_sgd, is_adagrad, is_adam], [0, adagrad, 2 * cells * _FUSED_STATE_ITEMSIZE], 0
+        ).astype(np.int64)
+    sgd = np.where(momentum > 0, cells * itemsize, 0)
+    return np.select(
+        [is_sgd, is_adagrad, is_adam],
+        [sgd, cells * itemsize + _TORCH_STEP_BYTES, 2 * cells * itemsize + _TORCH_STEP_BYTES],
+        0,
+    ).astype(np.int64)
+
+
+def memory_table(
+    cfg: LargeEmbeddingsConfig,
+    optimizer_state: OptimizerState = "fused",
+    mode: Mode | str = Mode.TRAIN,
+    *,
+    adagrad: AdagradState = "exact",
+) -> pd.DataFrame:
+    """Exact bytes of every table: weights, optimizer state, dtype what-ifs, planner estimate.
+
+    Parameters
+    ----------
+    cfg : LargeEmbeddingsConfig
+        The tables.
+    optimizer_state : {"fused", "torch"}
+        ``"fused"``: FBGEMM's kernels, what a sharded model allocates (state in fp32).
+        ``"torch"``: torch.optim applied in backward to an unsharded collection (state in the
+        weight's dtype, plus a 4-byte ``step``).
+    mode : Mode or {"train", "evaluate", "inference"}
+        Only TRAIN keeps optimizer state.
+    adagrad : {"exact", "rowwise"}
+        ``"rowwise"`` is the what-if of switching Adagrad tables to FBGEMM's
+        EXACT_ROWWISE_ADAGRAD (one fp32 per row, ``R*4`` bytes); fused only.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by table name (index name ``"table"``), in config order, with columns
+        ``num_embeddings``, ``embedding_dim``, ``data_type`` (``"fp32"``/``"fp16"``),
+        ``optimizer`` (``"sgd"``/``"adagrad"``/``"adam"``), ``optimizer_kernel`` (FBGEMM's
+        optimizer or the torch.optim class), exact int64 ``weight_bytes``,
+        ``optimizer_bytes``, ``total_bytes``, ``fp32_total_bytes`` and ``fp16_total_bytes``
+        (the total if the table were stored in that dtype, same optimizer and mode),
+        ``logged`` (in ``tables_to_log``), ``planner_bytes``, ``planner_note`` and ``note``.
+
+        ``planner_bytes`` is torchrec's planner estimate of the table's storage: weight bytes
+        plus ``ceil(weight bytes * m)`` with torchrec's own multiplier ``m`` (Adam 2, SGD 0,
+        row-wise Adagrad 1/D, others 1; weights only outside TRAIN). It leaves out the planner's
+        batch-dependent input/output buffers (see `embviz.plan` for those). ``planner_note``
+        says why it differs from ``total_bytes`` where it does: the planner scales state from
+        the weight bytes, so an fp16 table's fp32 FBGEMM state comes out 2x low (torchrec PR
+        #4142), and it leaves out torch's ``step`` tensor and SGD momentum buffers.
+        ``note`` flags settings a fused kernel does not use (SGD ``momentum``).
+
+    Raises
+    ------
+    MemoryArgumentError
+        For an unknown ``optimizer_state``, ``mode`` or ``adagrad``, row-wise Adagrad with
+        ``optimizer_state="torch"`` (torch has no row-wise Adagrad), or a ``cfg`` that is not a
+        `LargeEmbeddingsConfig`.
+
+    Notes
+    -----
+    Vectorised with NumPy; the first call imports torchrec's planner (a few seconds) for its
+    multipliers, later calls take milliseconds even for 10,000 tables.
+    """
+    cfg = _as_config(cfg)
+    optimizer_state = _check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
+    adagrad = _check_choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
+    mode = _as_mode(mode)
+    rowwise = adagrad == "rowwise"
+    if rowwise and optimizer_state != "fused":
+        raise MemoryArgumentError(
+            "adagrad",
+            "'rowwise' (EXACT_ROWWISE_ADAGRAD) is a fused FBGEMM optimizer; "
+            "use optimizer_state='fused'",
+        )
+    train = mode is Mode.TRAIN
+
+    tables = cfg.tables
+    n = len(tables)
+    names = [t.name for t in tables]
+    rows = np.fromiter((t.num_embeddings for t in tables), dtype=np.int64, count=n)
+    dims = np.fromiter((t.embedding_dim for t in tables), dtype=np.int64, count=n)
+    dtype_names = np.array([t.data_type.value for t in tables], dtype=object)
+    itemsize = np.where(dtype_names == DataType.FP16.value, 2, 4).astype(np.int64)
+    optimizer = np.array([t.optimizer.name for t in tables], dtype=object)
+    momentum = np.fromiter(
+        (getattr(t.optimizer.settings, "momentum", 0.0) for t in tables), dtype=np.float64, count=n
+    )
+    logged_names = set(cfg.logged_tables)
+    logged = np.fromiter((name in logged_names for name in names), dtype=bool, count=n)
+
+    def totals_for(size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weights = rows * dims * size
+        if not train:
+            return weights, np.zeros(n, dtype=np.int64)
+        state = _state_bytes(rows, dims, size, optimizer, momentum, optimizer_state, rowwise)
+        return weights, state
+
+    weight_bytes, optimizer_bytes = totals_for(itemsize)
+    total_bytes = weight_bytes + optimizer_bytes
+    fp32_weights, fp32_state = totals_for(np.full(n, 4, dtype=np.int64))
+    fp16_weights, fp16_state = totals_for(np.full(n, 2, dtype=np.int64))
+
+    is_adagrad = optimizer == "adagrad"
+    if optimizer_state == "fused":
+        kernel = np.array([_FUSED_KERNEL[o] for o in optimizer], dtype=object)
+        if rowwise:
+            kernel[is_adagrad] = "EXACT_ROWWISE_ADAGRAD"
+    else:
+        kernel = np.array([_TORCH_CLASS[o] for o in optimizer], dtype=object)
+
+    # The optimizer class the planner sees on each weight (`_optimizer_classes`), as TwHIN's
+    # apply_optimizer_in_backward sets it; torchrec's RowWiseAdagrad for the row-wise what-if.
+    planner_class = np.array([_TORCH_CLASS[o] for o in optimizer], dtype=object)
+    if rowwise:
+        planner_class[is_adagrad] = "torchrec.optim.RowWiseAdagrad"
+    if not train:
+        planner_class[:] = "none"
+    multiplier = np.fromiter(
+        (_planner_multiplier(c, int(d)) for c, d in zip(planner_class, dims, strict=True)),
+        dtype=np.float64,
+        count=n,
+    )
+    # Same float arithmetic as torchrec's math.ceil(tensor_size * optimizer_multiplier).
+    planner_state = np.ceil(weight_bytes.astype(np.float64) * multiplier).astype(np.int64)
+    planner_bytes = weight_bytes + planner_state
+
+    differs = planner_bytes != total_bytes
+    fp16 = itemsize == 2
+    has_state = optimizer != "sgd"
+    planner_note = np.select(
+        [
+            differs & train & (optimizer_state == "fused") & fp16 & has_state,
+            differs & train & (optimizer_state == "torch") & has_state,
+            differs & train & (optimizer_state == "torch") & (momentum > 0),
+            differs,
+        ],
+        [
+            "planner sizes the optimizer state from the fp16 weights; FBGEMM keeps it in "
+            "fp32 (torchrec PR #4142)",
+            "planner leaves out torch's 4-byte step tensor",
+            "planner counts no state for SGD; torch.optim.SGD with momentum keeps a "
+            "momentum buffer",
+            "planner rounds the row-wise state differently",
+        ],
+        "",
+    ).astype(object)
+    note = np.where(
+        train & (optimizer_state == "fused") & (optimizer == "sgd") & (momentum > 0),
+        "fused EXACT_SGD does not use SGD momentum",
+        "",
+    ).astype(object)
+
+    frame = pd.DataFrame(
+        {
+            "num_embeddings": rows,
+            "embedding_dim": dims,
+            "data_type": dtype_names,
+            "optimizer": optimizer,
+            "optimizer_kernel": kernel,
+            "weight_bytes": weight_bytes,
+            "optimizer_bytes": optimizer_bytes,
+            "total_bytes": total_bytes,
+            "fp32_total_bytes": fp32_weights + fp32_state,
+            "fp16_total_bytes": fp16_weights + fp16_state,
+            "logged": logged,
+            "planner_bytes": planner_bytes,
+            "planner_note": planner_note,
+            "note": note,
+        },
+        index=pd.Index(names, name="table"),
+    )
+    for column in ("data_type", "optimizer", "optimizer_kernel", "planner_note", "note"):
+        frame[column] = frame[column].astype(str)
+    frame.attrs.update(optimizer_state=optimizer_state, mode=mode.value, adagrad=adagrad)
+    return frame
+
+
+def totals(frame: pd.DataFrame) -> pd.Series:
+    """Sum of every byte column of a `memory_table` frame.
+
+    Returns
+    -------
+    pandas.Series
+        int64, indexed by the byte column names present (``weight_bytes``, ...), named
+        ``"total"``.
+    """
+    columns = [c for c in BYTE_COLUMNS if c in frame.columns]
+    if not columns:
+        raise MemoryArgumentError("frame", "has none of the byte columns of memory_table")
+    return frame[columns].sum().astype(np.int64).rename("total")
+
+
+TOTAL_LABEL = "(total)"
+
+
+def with_totals(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame plus a last row labelled ``"(total)"`` holding the byte sums (for display)."""
+    sums = totals(frame)
+    row = pd.DataFrame(
+        {c: [sums[c]] if c in sums.index else [pd.NA] for c in frame.columns},
+        index=pd.Index([TOTAL_LABEL], name=frame.index.name),
+    )
+    out = pd.concat([frame.astype(object), row.astype(object)])
+    # Byte columns stay exact int64; the others become nullable so the total row shows <NA>.
+    for column in frame.columns:
+        if column in sums.index:
+            out[column] = out[column].astype(np.int64)
+        elif pd.api.types.is_integer_dtype(frame[column]):
+            out[column] = out[column].astype("Int64")
+        elif pd.api.types.is_bool_dtype(frame[column]):
+            out[column] = out[column].astype("boolean")
+    return out
+
+
+def with_dtype(
+    cfg: LargeEmbeddingsConfig,
+    data_type: DataType | str,
+    tables: Iterable[str] | None = None,
+) -> LargeEmbeddingsConfig:
+    """A copy of the config with ``tables`` (all when None) stored as ``data_type``.
+
+    Unchanged tables are shared with ``cfg`` (configs are treated as values: nothing here
+    mutates them).
+
+    Raises
+    ------
+    MemoryArgumentError
+        For a ``data_type`` that is not ``"fp32"``/``"fp16"``.
+    UnknownTableError
+        For names in ``tables`` that are not in the config; the message lists the tables.
+    """
+    cfg = _as_config(cfg)
+    try:
+        dtype = DataType(data_type)
+    except ValueError:
+        choices = ", ".join(repr(d.value) for d in DataType)
+        raise MemoryArgumentError(
+            "data_type", f"must be one of {choices}, got {data_type!r}"
+        ) from None
+    if isinstance(tables, str):
+        tables = [tables]
+    chosen = set(cfg.table_names if tables is None else tables)
+    unknown = sorted(chosen - set(cfg.table_names))
+    if unknown:
+        raise UnknownTableError(unknown, cfg.table_names)
+    new_tables = [
+        t.model_copy(update={"data_type": dtype})
+        if t.name in chosen and t.data_type != dtype
+        else t
+        for t in cfg.tables
+    ]
+    return cfg.model_copy(update={"tables": new_tables})
+
+
+def binary_unit(n: float) -> tuple[str, int]:
+    """Largest binary unit not above ``abs(n)``: ``("GiB", 2**30)``; ``("B", 1)`` under 1 KiB."""
+    size = abs(float(n))
+    power = 0
+    while power + 1 < len(_UNITS) and size >= 1024 ** (power + 1):
+        power += 1
+    return _UNITS[power], 1024**power
+
+
+def human_bytes(n: float, digits: int = 2) -> str:
+    """``"1.50 GiB"``: binary units, for display only (data keeps exact bytes)."""
+    unit, scale = binary_unit(n)
+    if scale == 1:
+        return f"{int(n)} B"
+    return f"{n / scale:.{digits}f} {unit}"
+
+
+def _short(value: float) -> str:
+    """``31.2``, ``320`` (no trailing ``.0``)."""
+    text = f"{value:.1f}"
+    return text.removesuffix(".0")
+
+
+def _in_own_unit(n: int) -> str:
+    unit, scale = binary_unit(n)
+    return f"{_short(n / scale)} {unit}"
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """Whether the tables' bytes fit on ``gpus`` devices of ``hbm_bytes`` each.
+
+    A byte-count bound, not a placement: `embviz.plan` runs torchrec's planner, which also needs
+    room for input/output buffers and keeps `PLANNER_RESERVED_FRACTION` of each device for the
+    dense model.
+    """
+
+    needed_bytes: int
+    available_bytes: int
+    gpus: int
+    hbm_bytes: int
+    fits: bool
+    min_gpus: int
+    largest_table: str
+    largest_table_bytes: int
+    message: str
+
+
+def gpu_fit(memory_frame: pd.DataFrame, gpus: int, hbm_gib: float) -> GpuFit:
+    """Compare the tables' total bytes with ``gpus`` x ``hbm_gib`` GiB (pure arithmetic).
+
+    Parameters
+    ----------
+    memory_frame : pandas.DataFrame
+        From `memory_table` (its ``total_bytes`` column).
+    gpus : int
+        Number of devices, >= 1.
+    hbm_gib : float
+        Memory of each device in GiB (binary), > 0.
+
+    Returns
+    -------
+    GpuFit
+        ``min_gpus`` is the byte lower bound ``ceil(needed / hbm)``: the planner may need more.
+        A table larger than one device still fits when it is row- or column-wise sharded; the
+        message says so.
+    """
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or gpus < 1:
+        raise MemoryArgumentError("gpus", f"must be an integer >= 1, got {gpus!r}")
+    if isinstance(hbm_gib, bool) or not isinstance(hbm_gib, (int, float)) or not hbm_gib > 0:
+        raise MemoryArgumentError("hbm_gib", f"must be a number > 0, got {hbm_gib!r}")
+    if "total_bytes" not in memory_frame.columns or memory_frame.empty:
+        raise MemoryArgumentError("memory_frame", "must be a non-empty frame from memory_table")
+    gpus = int(gpus)
+    hbm_bytes = round(hbm_gib * 1024**3)
+    table_bytes = memory_frame["total_bytes"]
+    needed = int(table_bytes.sum())
+    available = gpus * hbm_bytes
+    largest = str(table_bytes.idxmax())
+    largest_bytes = int(table_bytes.max())
+    min_gpus = max(1, math.ceil(needed / hbm_bytes))
+    fits = needed <= available
+
+    unit, scale = binary_unit(available)
+    device = f"{_short(hbm_gib)} GiB"
+    if fits:
+        message = (
+            f"fits on {gpus} x {device} ({_short(needed / scale)} of "
+            f"{_short(available / scale)} {unit})"
+        )
+        if needed > (1 - PLANNER_RESERVED_FRACTION) * available:
+            message += (
+                f"; tight: torchrec's planner keeps {PLANNER_RESERVED_FRACTION:.0%} of each GPU "
+                "for the dense model, check with embviz.plan"
+            )
+    else:
+        message = (
+            f"needs at least {min_gpus} GPUs of {device}: {_in_own_unit(needed)} "
+            f"against {_in_own_unit(available)}"
+        )
+    if largest_bytes > hbm_bytes:
+        message += (
+            f"; table {largest!r} ({human_bytes(largest_bytes, 1)}) is larger than one GPU "
+            "and fits only if row- or column-wise sharded"
+        )
+    return GpuFit(
+        needed_bytes=needed,
+        available_bytes=available,
+        gpus=gpus,
+        hbm_bytes=hbm_bytes,
+        fits=fits,
+        min_gpus=min_gpus,
+        largest_table=largest,
+        largest_table_bytes=largest_bytes,
+        message=message,
+    )
