@@ -363,10 +363,13 @@ def _nan_on_zero_grad(table: EmbeddingBagConfig) -> bool:
     return _eps_vanishes(table.optimizer.name, eps, dtype)
 
 
-def _apply_optimizers(ebc: torchrec.EmbeddingBagCollection, cfg: LargeEmbeddingsConfig) -> None:
+def _apply_optimizers(
+    ebc: torchrec.EmbeddingBagCollection, cfg: LargeEmbeddingsConfig, *, unsharded: bool
+) -> None:
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-    nan_tables = [t.name for t in cfg.tables if _nan_on_zero_grad(t)]
+    # On meta the collection is a template for sharding, where FBGEMM's kernels take over.
+    nan_tables = [t.name for t in cfg.tables if _nan_on_zero_grad(t)] if unsharded else []
     if nan_tables:
         names = ", ".join(repr(n) for n in nan_tables)
         warnings.warn(
@@ -538,7 +541,7 @@ def build_collection(
     # `resolved` (torchrec reads it for `ebc.device`).
     ebc._device = resolved
     if apply_optimizers:
-        _apply_optimizers(ebc, scaled)
+        _apply_optimizers(ebc, scaled, unsharded=resolved.type != "meta")
     _BUILD_RECORDS[ebc] = records
     return ebc
 
