@@ -47,6 +47,8 @@ _LAZY: dict[str, str] = {
     "totals": "embviz.memory",
     "with_dtype": "embviz.memory",
     "with_totals": "embviz.memory",
+    "BuildPanel": "embviz.widgets",
+    "CollectionEditor": "embviz.widgets",
 }
 
 __all__ = [

@@ -1,0 +1,13 @@
+"""Notebook widgets: wiring of the pure functions to ipywidgets, no arithmetic of their own.
+
+- `CollectionEditor`: edit the tables, see memory, GPU fit and placement as you type.
+- `BuildPanel`: build the collection on a device and compare predicted with measured bytes.
+- `NormsPanel`: norms, quantiles over steps, projections and neighbours of logged tables.
+"""
+
+from __future__ import annotations
+
+from embviz.widgets.build_panel import BuildPanel
+from embviz.widgets.editor import CollectionEditor
+
+__all__ = ["BuildPanel", "CollectionEditor"]
