@@ -47,6 +47,12 @@ _LAZY: dict[str, str] = {
     "totals": "embviz.memory",
     "with_dtype": "embviz.memory",
     "with_totals": "embviz.memory",
+    "block_bytes": "embviz.memory",
+    "compact_bytes": "embviz.memory",
+    "Placement": "embviz.plan",
+    "PlanArgumentError": "embviz.plan",
+    "PlanError": "embviz.plan",
+    "plan": "embviz.plan",
     "BuildPanel": "embviz.widgets",
     "CollectionEditor": "embviz.widgets",
 }

@@ -29,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from embviz.config import DataType, LargeEmbeddingsConfig, Mode
 from embviz.errors import EmbvizError
@@ -39,6 +40,8 @@ __all__ = [
     "MemoryArgumentError",
     "UnknownTableError",
     "binary_unit",
+    "block_bytes",
+    "compact_bytes",
     "gpu_fit",
     "human_bytes",
     "memory_table",
@@ -167,13 +170,9 @@ def _state_bytes(
     optimizer_state: str,
     rowwise: bool,
 ) -> np.ndarray:
-    """Optimizer state bytes per table in TRAIN mode (see the module docstring)."""
+    """Optimizer state bytes per block in TRAIN mode (see the module docstring)."""
     cells = rows * dims
-    is_sgd, is_adagrad, is_adam = (
-        (optimizer == "sgd"),
-        (optimizer == "adagrad"),
-        (optimizer == "adam"),
-    )
+    is_sgd, is_adagrad, is_adam = (optimizer == name for name in ("sgd", "adagrad", "adam"))
     if optimizer_state == "fused":
         adagrad = rows * _FUSED_STATE_ITEMSIZE if rowwise else cells * _FUSED_STATE_ITEMSIZE
         return np.select(
@@ -185,6 +184,57 @@ def _state_bytes(
         [sgd, cells * itemsize + _TORCH_STEP_BYTES, 2 * cells * itemsize + _TORCH_STEP_BYTES],
         0,
     ).astype(np.int64)
+
+
+def block_bytes(
+    rows: ArrayLike,
+    cols: ArrayLike,
+    itemsize: ArrayLike,
+    optimizer: ArrayLike,
+    momentum: ArrayLike = 0.0,
+    *,
+    optimizer_state: OptimizerState = "fused",
+    mode: Mode | str = Mode.TRAIN,
+    adagrad: AdagradState = "exact",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and optimizer-state bytes of ``rows x cols`` blocks: whole tables or shards.
+
+    The rules of `memory_table`, vectorised over blocks. A shard of a table keeps the state of
+    its own rows and columns: a column-wise shard under row-wise Adagrad has its own ``rows*4``.
+
+    Parameters
+    ----------
+    rows, cols : array_like of int
+        Block shapes.
+    itemsize : array_like of int
+        Bytes per weight element (4 fp32, 2 fp16).
+    optimizer : array_like of str
+        ``"sgd"``, ``"adagrad"`` or ``"adam"``.
+    momentum : array_like of float
+        SGD momentum (kept only by torch.optim).
+    optimizer_state, mode, adagrad
+        As in `memory_table`.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        int64 weight bytes and optimizer-state bytes per block.
+    """
+    optimizer_state = _check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
+    adagrad = _check_choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
+    rows_a = np.asarray(rows, dtype=np.int64)
+    cols_a = np.asarray(cols, dtype=np.int64)
+    size_a = np.asarray(itemsize, dtype=np.int64)
+    rows_a, cols_a, size_a = np.broadcast_arrays(rows_a, cols_a, size_a)
+    weights = rows_a * cols_a * size_a
+    if _as_mode(mode) is not Mode.TRAIN:
+        return weights, np.zeros_like(weights)
+    optimizer_a = np.broadcast_to(np.asarray(optimizer, dtype=object), weights.shape)
+    momentum_a = np.broadcast_to(np.asarray(momentum, dtype=np.float64), weights.shape)
+    state = _state_bytes(
+        rows_a, cols_a, size_a, optimizer_a, momentum_a, optimizer_state, adagrad == "rowwise"
+    )
+    return weights, state
 
 
 def memory_table(
@@ -270,11 +320,16 @@ def memory_table(
     logged = np.fromiter((name in logged_names for name in names), dtype=bool, count=n)
 
     def totals_for(size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        weights = rows * dims * size
-        if not train:
-            return weights, np.zeros(n, dtype=np.int64)
-        state = _state_bytes(rows, dims, size, optimizer, momentum, optimizer_state, rowwise)
-        return weights, state
+        return block_bytes(
+            rows,
+            dims,
+            size,
+            optimizer,
+            momentum,
+            optimizer_state=optimizer_state,
+            mode=mode,
+            adagrad=adagrad,
+        )
 
     weight_bytes, optimizer_bytes = totals_for(itemsize)
     total_bytes = weight_bytes + optimizer_bytes
@@ -456,8 +511,11 @@ def _short(value: float) -> str:
     return text.removesuffix(".0")
 
 
-def _in_own_unit(n: int) -> str:
+def compact_bytes(n: float) -> str:
+    """``"33.8 GiB"``, ``"16 GiB"``: one decimal, no trailing ``.0`` (for messages)."""
     unit, scale = binary_unit(n)
+    if scale == 1:
+        return f"{int(n)} B"
     return f"{_short(n / scale)} {unit}"
 
 
@@ -530,8 +588,8 @@ def gpu_fit(memory_frame: pd.DataFrame, gpus: int, hbm_gib: float) -> GpuFit:
             )
     else:
         message = (
-            f"needs at least {min_gpus} GPUs of {device}: {_in_own_unit(needed)} "
-            f"against {_in_own_unit(available)}"
+            f"needs at least {min_gpus} GPUs of {device}: {compact_bytes(needed)} "
+            f"against {compact_bytes(available)}"
         )
     if largest_bytes > hbm_bytes:
         message += (

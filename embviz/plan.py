@@ -1,0 +1,933 @@
+"""Where the tables go on N GPUs: torchrec's EmbeddingShardingPlanner on a ``meta`` collection.
+
+No GPU is needed: the collection is built on the ``meta`` device with each table's optimizer
+applied in backward (as TwHIN does, so the planner sees the optimizer classes), and the planner
+runs against ``Topology(world_size=N, compute_device="cuda", hbm_cap=...)``. Results come from
+the planner's own objects (its best plan's sharding options and shards), never from printed
+text: per rank (HBM bytes, tables and shards held), per table (sharding type, compute kernel,
+ranks), per shard, and torchrec's `ShardingPlan` for `DistributedModelParallel`.
+
+Two differences from a bare planner, both on by default and both switchable:
+
+- ``estimate="exact"`` corrects the planner's optimizer-state estimate for fused (HBM) shards to
+  the bytes FBGEMM really allocates (fp32 state, see `embviz.memory`): torchrec sizes it from
+  the weight bytes, so fp16 tables with Adagrad or Adam come out too small (torchrec PR #4142)
+  and a plan could over-fill a GPU. ``estimate="torchrec"`` keeps the planner's own figures.
+- ``ddr_gib=0``: tables must fit in HBM (the planner would otherwise offload to host memory
+  through UVM, with a 128 GiB host default). Pass ``ddr_gib`` to allow UVM kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from embviz.config import EmbeddingBagConfig, LargeEmbeddingsConfig, Mode
+from embviz.errors import EmbvizError
+from embviz.memory import (
+    ADAGRAD_STATES,
+    PLANNER_RESERVED_FRACTION,
+    UnknownTableError,
+    _planner_multiplier,
+    block_bytes,
+    compact_bytes,
+    memory_table,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torchrec.distributed.types import ShardingPlan
+
+__all__ = [
+    "SEARCHES",
+    "SHARDING_TYPES",
+    "Placement",
+    "PlanArgumentError",
+    "PlanError",
+    "plan",
+    "torch_optimizer",
+]
+
+GIB = 1024**3
+
+# torchrec's ShardingType values (torchrec.distributed.types.ShardingType), kept here so that
+# arguments can be checked without importing torchrec; tests/test_plan.py compares them.
+SHARDING_TYPES: tuple[str, ...] = (
+    "data_parallel",
+    "table_wise",
+    "column_wise",
+    "row_wise",
+    "table_row_wise",
+    "table_column_wise",
+    "grid_shard",
+)
+SEARCHES: tuple[str, ...] = ("auto", "full", "fast")
+ESTIMATES: tuple[str, ...] = ("exact", "torchrec")
+
+# "auto" runs torchrec's full search (all proposers, all sharding types) up to this many
+# (tables x GPUs); above it the fast search. The full search for 100 tables on 16 GPUs takes
+# minutes (benchmarks/bench_memory.py), the ranker's 12 tables on 4 GPUs under a second.
+AUTO_FULL_LIMIT = 256
+# The smallest-GPU-count search stops after this many planner runs.
+MAX_SEARCH_RUNS = 12
+
+_FUSED_HBM_KERNEL = "fused"
+
+
+class PlanArgumentError(EmbvizError, ValueError):
+    """An argument of `plan` has a value it cannot take; ``argument`` names it."""
+
+    def __init__(self, argument: str, message: str):
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
+class PlanError(EmbvizError, RuntimeError):
+    """torchrec's planner found no placement.
+
+    Attributes
+    ----------
+    needed_bytes : int
+        Exact bytes of the tables (weights and optimizer state, `embviz.memory_table`).
+    available_bytes : int
+        ``gpus * hbm_bytes``.
+    usable_bytes : int
+        What the planner may fill: it keeps `PLANNER_RESERVED_FRACTION` of each GPU for the
+        dense model.
+    gpus, hbm_bytes : int
+        The topology that failed.
+    min_gpus : int or None
+        Smallest number of GPUs of ``hbm_bytes`` for which the planner finds a placement, or
+        None when the search gave up (see ``message``).
+    reason : str
+        ``"insufficient_storage"`` or ``"constraints"`` (the sharding types or kernels asked
+        for cannot place some table, however many GPUs).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        needed_bytes: int,
+        available_bytes: int,
+        usable_bytes: int,
+        gpus: int,
+        hbm_bytes: int,
+        min_gpus: int | None,
+        reason: str,
+    ):
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        self.usable_bytes = usable_bytes
+        self.gpus = gpus
+        self.hbm_bytes = hbm_bytes
+        self.min_gpus = min_gpus
+        self.reason = reason
+        super().__init__(message)
+
+
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """A plan from torchrec's planner, as data.
+
+    Attributes
+    ----------
+    ranks : pandas.DataFrame
+        One row per rank: ``rank``, ``hbm_bytes`` (the planner's HBM estimate for the rank:
+        shards plus their input/output buffers), ``table_bytes`` (exact weights and optimizer
+        state of the shards held, `embviz.memory` rules), ``tables`` (names, config order),
+        ``shards`` (``"name[r0:r1, c0:c1]"``), ``num_shards``.
+    tables : pandas.DataFrame
+        One row per table, config order: ``table``, ``sharding_type``, ``compute_kernel``,
+        ``ranks`` (sorted), ``num_shards``, ``table_bytes`` (exact, all replicas),
+        ``hbm_bytes`` (planner, all shards).
+    shards : pandas.DataFrame
+        One row per shard: ``table``, ``rank``, ``sharding_type``, ``compute_kernel``,
+        ``row_offset``, ``col_offset``, ``rows``, ``cols``, ``hbm_bytes``, ``ddr_bytes``,
+        ``table_bytes``.
+    sharding_plan : torchrec.distributed.types.ShardingPlan
+        torchrec's plan, for ``DistributedModelParallel(plan=...)``; the module path of the
+        collection is ``""`` (the collection itself is the sharded module).
+    gpus, hbm_bytes, batch_size : int
+        The topology and batch size planned for.
+    estimate, search : str
+        How it was planned (see `plan`).
+    warnings : tuple of str
+        Ranks whose exact table bytes exceed the GPU (possible with ``estimate="torchrec"``).
+    """
+
+    ranks: pd.DataFrame
+    tables: pd.DataFrame
+    shards: pd.DataFrame
+    sharding_plan: ShardingPlan
+    gpus: int
+    hbm_bytes: int
+    batch_size: int
+    estimate: str
+    search: str
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: ``ranks``, ``tables``, the topology and warnings.
+
+        ``ranks``: ``rank``, ``hbm_bytes``, ``table_bytes``, ``tables``, ``shards``;
+        ``tables``: ``table``, ``sharding_type``, ``compute_kernel``, ``ranks``,
+        ``table_bytes``. Every number is an exact int.
+        """
+        shards_by_rank: dict[int, list[dict[str, Any]]] = {r: [] for r in range(self.gpus)}
+        for row in self.shards.itertuples(index=False):
+            shards_by_rank[int(row.rank)].append(
+                {
+                    "table": row.table,
+                    "offsets": [int(row.row_offset), int(row.col_offset)],
+                    "sizes": [int(row.rows), int(row.cols)],
+                    "hbm_bytes": int(row.hbm_bytes),
+                    "table_bytes": int(row.table_bytes),
+                }
+            )
+        return {
+            "gpus": self.gpus,
+            "hbm_bytes": self.hbm_bytes,
+            "batch_size": self.batch_size,
+            "estimate": self.estimate,
+            "ranks": [
+                {
+                    "rank": int(row.rank),
+                    "hbm_bytes": int(row.hbm_bytes),
+                    "table_bytes": int(row.table_bytes),
+                    "tables": list(row.tables),
+                    "shards": shards_by_rank[int(row.rank)],
+                }
+                for row in self.ranks.itertuples(index=False)
+            ],
+            "tables": [
+                {
+                    "table": row.table,
+                    "sharding_type": row.sharding_type,
+                    "compute_kernel": row.compute_kernel,
+                    "ranks": [int(r) for r in row.ranks],
+                    "table_bytes": int(row.table_bytes),
+                }
+                for row in self.tables.itertuples(index=False)
+            ],
+            "warnings": list(self.warnings),
+        }
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _positive_int(argument: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise PlanArgumentError(argument, f"must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _non_negative(argument: str, value: object, *, strict: bool) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0 or (strict and value == 0):  # type: ignore[arg-type]
+        bound = "> 0" if strict else ">= 0"
+        raise PlanArgumentError(argument, f"must be a number {bound}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _choice(argument: str, value: object, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise PlanArgumentError(
+            argument, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
+    return value
+
+
+def _per_table(
+    argument: str,
+    value: Sequence[str] | Mapping[str, Sequence[str]] | None,
+    cfg: LargeEmbeddingsConfig,
+    allowed: Sequence[str] | None,
+) -> dict[str, list[str]]:
+    """``["table_wise"]`` for every table or ``{"name": [...]}``; checked against ``allowed``."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(cfg.table_names))
+        if unknown:
+            raise UnknownTableError(unknown, cfg.table_names)
+        per_table = {name: list(v) if not isinstance(v, str) else [v] for name, v in value.items()}
+    else:
+        per_table = {name: list(value) for name in cfg.table_names}
+    for name, choices in per_table.items():
+        if not choices:
+            raise PlanArgumentError(argument, f"empty list for table {name!r}")
+        for choice in choices:
+            if allowed is not None and choice not in allowed:
+                raise PlanArgumentError(
+                    argument,
+                    f"unknown value {choice!r} for table {name!r} (known: {', '.join(allowed)})",
+                )
+    return per_table
+
+
+# --------------------------------------------------------------------------- torchrec glue
+
+
+def torch_optimizer(
+    table: EmbeddingBagConfig, adagrad: str = "exact"
+) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+    """The optimizer class and kwargs TwHIN applies in backward to a table.
+
+    sgd, adagrad, adam -> torch.optim.SGD, Adagrad, Adam (FBGEMM's EXACT_SGD, EXACT_ADAGRAD, ADAM
+    once sharded); ``adagrad="rowwise"`` gives torchrec's RowWiseAdagrad
+    (EXACT_ROWWISE_ADAGRAD).
+    """
+    import torch
+    import torchrec.optim as trec_optim
+
+    settings = table.optimizer.settings
+    name = table.optimizer.name
+    if name == "sgd":
+        return torch.optim.SGD, {"lr": settings.lr, "momentum": settings.momentum}
+    if name == "adagrad":
+        cls = trec_optim.RowWiseAdagrad if adagrad == "rowwise" else torch.optim.Adagrad
+        return cls, {"lr": settings.lr, "eps": settings.eps}
+    return torch.optim.Adam, {"lr": settings.lr, "betas": settings.betas, "eps": settings.eps}
+
+
+@contextlib.contextmanager
+def _quiet_planner() -> Iterator[None]:
+    """Hide torchrec's planner chatter (stats tables, dry-run notices) for one call."""
+    logger = logging.getLogger("torchrec.distributed.planner")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            # Dry-run notices about HeuristicalStorageReservation: the meta collection has no
+            # dense part, so its dense estimate (0) is right.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"fbgemm_gpu")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _meta_collection(cfg: LargeEmbeddingsConfig, train: bool, adagrad: str) -> torch.nn.Module:
+    import torch
+    import torchrec
+    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+
+    collection = torchrec.EmbeddingBagCollection(
+        tables=cfg.to_torchrec(), device=torch.device("meta")
+    )
+    if train:
+        for table in cfg.tables:
+            cls, kwargs = torch_optimizer(table, adagrad)
+            apply_optimizer_in_backward(cls, [collection.embedding_bags[table.name].weight], kwargs)
+    return collection
+
+
+class _TableFacts:
+    """Per-table values the exact correction and the frames need, looked up by name."""
+
+    def __init__(self, cfg: LargeEmbeddingsConfig, adagrad: str, train: bool):
+        self.adagrad = adagrad
+        self.train = train
+        self.itemsize = {t.name: t.data_type.itemsize for t in cfg.tables}
+        self.optimizer = {t.name: t.optimizer.name for t in cfg.tables}
+        self.momentum = {
+            t.name: float(getattr(t.optimizer.settings, "momentum", 0.0)) for t in cfg.tables
+        }
+        classes = {"sgd": "torch.optim.SGD", "adagrad": "torch.optim.Adagrad"}
+        classes["adam"] = "torch.optim.Adam"
+        self.planner_class = {
+            t.name: (
+                "torchrec.optim.RowWiseAdagrad"
+                if adagrad == "rowwise" and t.optimizer.name == "adagrad"
+                else classes[t.optimizer.name]
+            )
+            for t in cfg.tables
+        }
+
+    def shard_bytes(
+        self, names: Sequence[str], rows: Sequence[int], cols: Sequence[int], kinds: Sequence[str]
+    ) -> np.ndarray:
+        """Exact bytes per shard.
+
+        Fused rules, or torch.optim rules for data-parallel replicas (torchrec keeps their
+        optimizer out of FBGEMM).
+        """
+        if not names:
+            return np.zeros(0, dtype=np.int64)
+        itemsize = [self.itemsize[n] for n in names]
+        optimizer = [self.optimizer[n] for n in names]
+        momentum = [self.momentum[n] for n in names]
+        mode = Mode.TRAIN if self.train else Mode.INFERENCE
+        out = np.zeros(len(names), dtype=np.int64)
+        for state in ("fused", "torch"):
+            pick = np.array([(k == "data_parallel") == (state == "torch") for k in kinds])
+            if not pick.any():
+                continue
+            weights, opt = block_bytes(
+                np.asarray(rows)[pick],
+                np.asarray(cols)[pick],
+                np.asarray(itemsize)[pick],
+                np.asarray(optimizer, dtype=object)[pick],
+                np.asarray(momentum)[pick],
+                optimizer_state=state,  # type: ignore[arg-type]
+                mode=mode,
+                adagrad=self.adagrad if state == "fused" else "exact",  # type: ignore[arg-type]
+            )
+            out[pick] = weights + opt
+        return out
+
+
+def _exact_storage_estimator(inner: Any, facts: _TableFacts) -> Any:
+    """Wrap torchrec's storage estimator: fused HBM shards get FBGEMM's real (fp32) state.
+
+    torchrec adds ``ceil(ceil(W * shard/table) * m)`` optimizer bytes per shard (W the table's
+    weight bytes, m its multiplier); this swaps them for the exact state of the shard's rows and
+    columns. Other kernels (UVM, dense) keep torchrec's figures.
+    """
+    from torchrec.distributed.planner.types import ShardEstimator
+
+    class ExactStateStorageEstimator(ShardEstimator):
+        def __init__(self) -> None:  # the wrapped estimator holds topology and constraints
+            self._inner = inner
+
+        def estimate(self, sharding_options: list[Any], *args: Any, **kwargs: Any) -> None:
+            self._inner.estimate(sharding_options, *args, **kwargs)
+            if not facts.train:
+                return
+            for option in sharding_options:
+                if option.compute_kernel != _FUSED_HBM_KERNEL or option.name not in facts.itemsize:
+                    continue
+                if option.sharding_type == "data_parallel":
+                    continue
+                table_rows, table_cols = (int(x) for x in option.tensor.shape)
+                weight_bytes = table_rows * table_cols * facts.itemsize[option.name]
+                multiplier = _planner_multiplier(facts.planner_class[option.name], table_cols)
+                shards = [s for s in option.shards if s.storage is not None]
+                exact = facts.shard_bytes(
+                    [option.name] * len(shards),
+                    [int(s.size[0]) for s in shards],
+                    [int(s.size[1]) for s in shards],
+                    [option.sharding_type] * len(shards),
+                )
+                for shard, exact_bytes in zip(shards, exact, strict=True):
+                    rows, cols = int(shard.size[0]), int(shard.size[1])
+                    tensor_size = math.ceil(weight_bytes * rows * cols / (table_rows * table_cols))
+                    planner_state = math.ceil(tensor_size * multiplier)
+                    exact_state = int(exact_bytes) - rows * cols * facts.itemsize[option.name]
+                    shard.storage = dataclasses.replace(
+                        shard.storage, hbm=shard.storage.hbm - planner_state + exact_state
+                    )
+
+    return ExactStateStorageEstimator()
+
+
+class _BestPlan:
+    """A torchrec `Stats` that keeps the planner's best plan instead of printing it."""
+
+    def __new__(cls) -> Any:
+        from torchrec.distributed.planner.types import Stats
+
+        class Collect(Stats):
+            def __init__(self) -> None:
+                self.best_plan: list[Any] | None = None
+
+            def log(self, *args: Any, **kwargs: Any) -> None:
+                # Keyword call in torchrec 1.6-1.8; best_plan is the 8th positional otherwise.
+                self.best_plan = kwargs.get("best_plan", args[7] if len(args) > 7 else None)
+
+        return Collect()
+
+
+def _planner(
+    gpus: int,
+    hbm_bytes: int,
+    ddr_bytes: int,
+    local_world_size: int | None,
+    batch_size: int,
+    constraints: dict[str, Any],
+    search: str,
+    estimate: str,
+    facts: _TableFacts,
+    timeout_s: float | None,
+) -> tuple[Any, Any]:
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+    from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+    from torchrec.distributed.planner.proposers import UniformProposer
+    from torchrec.distributed.planner.shard_estimators import EmbeddingStorageEstimator
+
+    topology = Topology(
+        world_size=gpus,
+        compute_device="cuda",
+        hbm_cap=hbm_bytes,
+        ddr_cap=ddr_bytes,
+        local_world_size=local_world_size,
+    )
+    enumerator = EmbeddingEnumerator(
+        topology=topology, batch_size=batch_size, constraints=constraints or None
+    )
+    if estimate == "exact":
+        # Same estimators torchrec would use, the storage one wrapped (private list: present in
+        # torchrec 1.6-1.8; without it the planner's own estimate is used and said so).
+        estimators = getattr(enumerator, "_estimators", None)
+        if estimators is None:
+            warnings.warn(
+                "this torchrec has no EmbeddingEnumerator._estimators; planning with torchrec's "
+                "own optimizer-state estimate",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            enumerator = EmbeddingEnumerator(
+                topology=topology,
+                batch_size=batch_size,
+                constraints=constraints or None,
+                estimator=[
+                    _exact_storage_estimator(e, facts)
+                    if isinstance(e, EmbeddingStorageEstimator)
+                    else e
+                    for e in estimators
+                ],
+            )
+    stats = _BestPlan()
+    kwargs: dict[str, Any] = {}
+    if search == "fast":
+        # One proposal per sharding type, each balanced by the greedy partitioner.
+        kwargs["proposer"] = UniformProposer()
+    if timeout_s is not None:
+        kwargs["timeout_seconds"] = max(1, math.ceil(timeout_s))
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=batch_size,
+        enumerator=enumerator,
+        constraints=constraints or None,
+        stats=[stats],
+        **kwargs,
+    )
+    return planner, stats
+
+
+def _constraints(
+    cfg: LargeEmbeddingsConfig,
+    sharding_types: dict[str, list[str]],
+    compute_kernels: dict[str, list[str]],
+    search: str,
+    ddr_bytes: int,
+    usable_hbm: int,
+    exact_bytes: pd.Series,
+) -> dict[str, Any]:
+    from torchrec.distributed.planner.types import ParameterConstraints
+
+    constraints = {}
+    for name in cfg.table_names:
+        types = sharding_types.get(name)
+        if types is None and search == "fast":
+            # Fast search: one-GPU tables go whole or by columns; bigger ones by rows/columns.
+            # Row-wise options on many GPUs are what makes torchrec's enumeration slow.
+            if exact_bytes[name] <= usable_hbm:
+                types = ["table_wise", "column_wise"]
+            else:
+                types = ["row_wise", "column_wise", "table_row_wise"]
+        kernels = compute_kernels.get(name)
+        if kernels is None and ddr_bytes == 0:
+            # Without host memory, UVM kernels can never be placed: do not enumerate them.
+            kernels = ["fused", "dense"]
+        if types is not None or kernels is not None:
+            constraints[name] = ParameterConstraints(
+                **({"sharding_types": types} if types is not None else {}),
+                **({"compute_kernels": kernels} if kernels is not None else {}),
+            )
+    return constraints
+
+
+def _frames(
+    cfg: LargeEmbeddingsConfig, best_plan: list[Any], gpus: int, facts: _TableFacts
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    order = {name: i for i, name in enumerate(cfg.table_names)}
+    records = []
+    for option in best_plan:
+        for shard in option.shards:
+            records.append(
+                (
+                    option.name,
+                    int(shard.rank),
+                    option.sharding_type,
+                    option.compute_kernel,
+                    int(shard.offset[0]),
+                    int(shard.offset[1]),
+                    int(shard.size[0]),
+                    int(shard.size[1]),
+                    int(shard.storage.hbm),
+                    int(shard.storage.ddr),
+                )
+            )
+    shards = pd.DataFrame.from_records(
+        records,
+        columns=[
+            "table",
+            "rank",
+            "sharding_type",
+            "compute_kernel",
+            "row_offset",
+            "col_offset",
+            "rows",
+            "cols",
+            "hbm_bytes",
+            "ddr_bytes",
+        ],
+    )
+    shards["table_bytes"] = facts.shard_bytes(
+        list(shards["table"]),
+        list(shards["rows"]),
+        list(shards["cols"]),
+        list(shards["sharding_type"]),
+    )
+    for column in ("rank", "row_offset", "col_offset", "rows", "cols", "hbm_bytes", "ddr_bytes"):
+        shards[column] = shards[column].astype(np.int64)
+    shards["_order"] = shards["table"].map(order)
+    shards = (
+        shards.sort_values(["_order", "row_offset", "col_offset", "rank"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+    labels = [
+        f"{t}[{r0}:{r0 + r}, {c0}:{c0 + c}]"
+        for t, r0, r, c0, c in zip(
+            shards["table"],
+            shards["row_offset"],
+            shards["rows"],
+            shards["col_offset"],
+            shards["cols"],
+            strict=True,
+        )
+    ]
+    shards_by_rank: dict[int, list[str]] = {r: [] for r in range(gpus)}
+    tables_by_rank: dict[int, list[str]] = {r: [] for r in range(gpus)}
+    for label, table, rank in zip(labels, shards["table"], shards["rank"], strict=True):
+        shards_by_rank[int(rank)].append(label)
+        if table not in tables_by_rank[int(rank)]:
+            tables_by_rank[int(rank)].append(table)
+    per_rank = shards.groupby("rank")[["hbm_bytes", "table_bytes"]].sum()
+    ranks = pd.DataFrame(
+        {
+            "rank": np.arange(gpus, dtype=np.int64),
+            "hbm_bytes": per_rank["hbm_bytes"].reindex(range(gpus), fill_value=0).to_numpy(),
+            "table_bytes": per_rank["table_bytes"].reindex(range(gpus), fill_value=0).to_numpy(),
+            "tables": [tables_by_rank[r] for r in range(gpus)],
+            "shards": [shards_by_rank[r] for r in range(gpus)],
+            "num_shards": [len(shards_by_rank[r]) for r in range(gpus)],
+        }
+    )
+
+    grouped = shards.groupby("table", sort=False)
+    tables = pd.DataFrame(
+        {
+            "table": list(grouped.groups),
+            "sharding_type": grouped["sharding_type"].first().to_numpy(),
+            "compute_kernel": grouped["compute_kernel"].first().to_numpy(),
+            "ranks": [sorted(set(g.tolist())) for _, g in grouped["rank"]],
+            "num_shards": grouped.size().to_numpy(),
+            "table_bytes": grouped["table_bytes"].sum().to_numpy(),
+            "hbm_bytes": grouped["hbm_bytes"].sum().to_numpy(),
+        }
+    )
+    tables["_order"] = tables["table"].map(order)
+    tables = tables.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    for frame in (shards, tables):
+        for column in ("table", "sharding_type", "compute_kernel"):
+            frame[column] = frame[column].astype(str)
+    return ranks, tables, shards
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan(
+    cfg: LargeEmbeddingsConfig,
+    gpus: int,
+    hbm_gib: float,
+    batch_size: int = 512,
+    *,
+    ddr_gib: float = 0.0,
+    local_world_size: int | None = None,
+    sharding_types: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    compute_kernels: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    mode: Mode | str = Mode.TRAIN,
+    adagrad: Literal["exact", "rowwise"] = "exact",
+    estimate: Literal["exact", "torchrec"] = "exact",
+    search: Literal["auto", "full", "fast"] = "auto",
+    timeout_s: float | None = None,
+    find_min_gpus: bool = True,
+    progress: bool = True,
+) -> Placement:
+    """Place the tables on ``gpus`` GPUs of ``hbm_gib`` GiB with torchrec's planner.
+
+    Parameters
+    ----------
+    cfg : LargeEmbeddingsConfig
+        The tables.
+    gpus : int
+        World size (>= 1).
+    hbm_gib : float
+        Memory per GPU in GiB (binary).
+    batch_size : int
+        Per-rank batch size; the planner sizes input/output buffers from it.
+    ddr_gib : float
+        Host memory per rank the planner may use for UVM offload; 0 (default) keeps every
+        table in HBM.
+    local_world_size : int, optional
+        GPUs per host (torchrec's default: all ``gpus`` on one host).
+    sharding_types, compute_kernels : list of str or {table: list of str}, optional
+        torchrec ParameterConstraints for every table (a list) or per table (a mapping), e.g.
+        ``sharding_types=["table_wise"]``.
+    mode : Mode or str
+        TRAIN plans weights and optimizer state; EVALUATE/INFERENCE weights only.
+    adagrad : {"exact", "rowwise"}
+        ``"rowwise"`` plans Adagrad tables as EXACT_ROWWISE_ADAGRAD (torchrec's RowWiseAdagrad).
+    estimate : {"exact", "torchrec"}
+        ``"exact"`` corrects the planner's optimizer-state bytes of fused HBM shards to FBGEMM's
+        real fp32 state (see the module docstring); ``"torchrec"`` leaves them as torchrec has.
+    search : {"auto", "full", "fast"}
+        ``"full"``: torchrec's default proposers over every sharding type. ``"fast"``: torchrec's
+        UniformProposer (one proposal per sharding type, balanced by the greedy partitioner)
+        over table_wise/column_wise for tables that fit one GPU and row_wise/column_wise/
+        table_row_wise for bigger ones (unless ``sharding_types`` is given). ``"auto"``: full up
+        to `AUTO_FULL_LIMIT` tables x GPUs, fast above.
+    timeout_s : float, optional
+        Passed to torchrec's planner (``timeout_seconds``): stop proposing after that long.
+    find_min_gpus : bool
+        When nothing fits, run the planner on more GPUs to report the smallest count that works.
+    progress : bool
+        Show a progress bar while searching for that count.
+
+    Returns
+    -------
+    Placement
+
+    Raises
+    ------
+    PlanError
+        When the planner finds no placement: needed against available bytes and the smallest
+        number of GPUs of that size that plans (``min_gpus``).
+    PlanArgumentError, UnknownTableError
+        For bad arguments (named in the message).
+    """
+    from embviz.memory import _as_config, _as_mode
+
+    cfg = _as_config(cfg)
+    gpus = _positive_int("gpus", gpus)
+    hbm_gib = _non_negative("hbm_gib", hbm_gib, strict=True)
+    batch_size = _positive_int("batch_size", batch_size)
+    ddr_gib = _non_negative("ddr_gib", ddr_gib, strict=False)
+    if local_world_size is not None:
+        local_world_size = _positive_int("local_world_size", local_world_size)
+    if timeout_s is not None:
+        timeout_s = _non_negative("timeout_s", timeout_s, strict=True)
+    adagrad = _choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
+    estimate = _choice("estimate", estimate, ESTIMATES)  # type: ignore[assignment]
+    search = _choice("search", search, SEARCHES)  # type: ignore[assignment]
+    mode = _as_mode(mode)
+    train = mode is Mode.TRAIN
+    types = _per_table("sharding_types", sharding_types, cfg, SHARDING_TYPES)
+    from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+
+    kernels = _per_table(
+        "compute_kernels", compute_kernels, cfg, [k.value for k in EmbeddingComputeKernel]
+    )
+    if search == "auto":
+        search = "full" if len(cfg.tables) * gpus <= AUTO_FULL_LIMIT else "fast"  # type: ignore[assignment]
+
+    hbm_bytes = round(hbm_gib * GIB)
+    ddr_bytes = round(ddr_gib * GIB)
+    memory = memory_table(cfg, "fused", mode, adagrad=adagrad)
+    facts = _TableFacts(cfg, adagrad, train)
+    usable_hbm = int(hbm_bytes * (1 - PLANNER_RESERVED_FRACTION))
+    constraints = _constraints(
+        cfg, types, kernels, search, ddr_bytes, usable_hbm, memory["total_bytes"]
+    )
+
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.planner.types import PlannerError
+
+    with _quiet_planner():
+        collection = _meta_collection(cfg, train, adagrad)
+        sharders = [EmbeddingBagCollectionSharder()]
+
+        def attempt(n: int) -> tuple[Any, list[Any] | None, PlannerError | None]:
+            hosts = local_world_size if local_world_size and n % local_world_size == 0 else None
+            planner, stats = _planner(
+                n,
+                hbm_bytes,
+                ddr_bytes,
+                hosts,
+                batch_size,
+                constraints,
+                search,
+                estimate,
+                facts,
+                timeout_s,
+            )
+            try:
+                sharding_plan = planner.plan(collection, sharders)
+            except PlannerError as exc:
+                return None, None, exc
+            return sharding_plan, stats.best_plan, None
+
+        sharding_plan, best_plan, error = attempt(gpus)
+        if error is not None:
+            raise _plan_error(
+                error,
+                memory,
+                estimate,
+                gpus,
+                hbm_bytes,
+                ddr_bytes,
+                usable_hbm,
+                attempt,
+                find_min_gpus,
+                progress,
+            ) from None
+
+    assert best_plan is not None  # set by the planner's stats call on success
+    ranks, tables, shards = _frames(cfg, best_plan, gpus, facts)
+    over = ranks[ranks["table_bytes"] > hbm_bytes]
+    notes = tuple(
+        f"rank {int(r.rank)} holds {compact_bytes(int(r.table_bytes))} of tables (exact) on a "
+        f"{compact_bytes(hbm_bytes)} GPU: torchrec's estimate is low for fp16 tables with "
+        "Adagrad/Adam (torchrec PR #4142); plan with estimate='exact'"
+        for r in over.itertuples(index=False)
+    )
+    return Placement(
+        ranks=ranks,
+        tables=tables,
+        shards=shards,
+        sharding_plan=sharding_plan,
+        gpus=gpus,
+        hbm_bytes=hbm_bytes,
+        batch_size=batch_size,
+        estimate=estimate,
+        search=search,
+        warnings=notes,
+    )
+
+
+def _plan_error(
+    error: Exception,
+    memory: pd.DataFrame,
+    estimate: str,
+    gpus: int,
+    hbm_bytes: int,
+    ddr_bytes: int,
+    usable_hbm: int,
+    attempt: Any,
+    find_min_gpus: bool,
+    progress: bool,
+) -> PlanError:
+    """Explain a failed plan; search for the smallest GPU count that plans."""
+    needed = int(memory["total_bytes"].sum())
+    # The planner needs at least its own per-table storage (the exact bytes once corrected,
+    # torchrec's multiplier estimate otherwise) within what it may fill per GPU, unless host
+    # memory can take tables.
+    planned = needed if estimate == "exact" else int(memory["planner_bytes"].sum())
+    lower = gpus + 1
+    if ddr_bytes == 0 and usable_hbm > 0:
+        lower = max(lower, math.ceil(planned / usable_hbm))
+    min_gpus = _search_min_gpus(attempt, gpus, lower, progress) if find_min_gpus else None
+    device = compact_bytes(hbm_bytes)
+    head = (
+        f"no placement on {gpus} x {device}: the tables need {compact_bytes(needed)} "
+        f"(weights and optimizer state) against {compact_bytes(gpus * hbm_bytes)} "
+        f"({compact_bytes(gpus * usable_hbm)} after torchrec's "
+        f"{PLANNER_RESERVED_FRACTION:.0%} reservation for the dense model)"
+    )
+    if ddr_bytes:
+        head += f" and {compact_bytes(gpus * ddr_bytes)} of host memory"
+    if min_gpus is not None:
+        reason = "insufficient_storage"
+        tail = f"; the smallest number of {device} GPUs that plans is {min_gpus}"
+    elif find_min_gpus:
+        reason = "constraints"
+        tail = (
+            f"; no plan up to {_last_tried(gpus, lower)} GPUs either: the sharding types or "
+            f"kernels asked for cannot place some table (planner: {_first_line(error)})"
+        )
+    else:
+        reason = "insufficient_storage" if needed > gpus * usable_hbm else "constraints"
+        tail = ""
+    return PlanError(
+        head + tail,
+        needed_bytes=needed,
+        available_bytes=gpus * hbm_bytes,
+        usable_bytes=gpus * usable_hbm,
+        gpus=gpus,
+        hbm_bytes=hbm_bytes,
+        min_gpus=min_gpus,
+        reason=reason,
+    )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def _candidates(gpus: int, lower: int) -> list[int]:
+    """Galloping counts from the byte lower bound: lower, lower+1, lower+3, lower+7, ..."""
+    counts, step = [], 1
+    n = max(lower, gpus + 1)
+    while len(counts) < MAX_SEARCH_RUNS // 2:
+        counts.append(n)
+        n += step
+        step *= 2
+    return counts
+
+
+def _last_tried(gpus: int, lower: int) -> int:
+    return _candidates(gpus, lower)[-1]
+
+
+def _search_min_gpus(attempt: Any, gpus: int, lower: int, progress: bool) -> int | None:
+    """Smallest n > gpus for which the planner succeeds, or None.
+
+    Gallops upward from the byte lower bound until a count plans, then bisects between the last
+    failure and that success, so ``min_gpus - 1`` has failed (or is below the byte bound).
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=MAX_SEARCH_RUNS, desc="smallest GPU count", disable=not progress, leave=False)
+    try:
+        failed = max(gpus, lower - 1)  # below the byte bound nothing fits
+        success = None
+        for n in _candidates(gpus, lower):
+            bar.update(1)
+            bar.set_postfix(gpus=n)
+            if attempt(n)[2] is None:
+                success = n
+                break
+            failed = n
+        if success is None:
+            return None
+        while success - failed > 1:
+            middle = (success + failed) // 2
+            bar.update(1)
+            bar.set_postfix(gpus=middle)
+            if attempt(middle)[2] is None:
+                success = middle
+            else:
+                failed = middle
+        return success
+    finally:
+        bar.close()
