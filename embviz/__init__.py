@@ -47,6 +47,8 @@ _LAZY: dict[str, str] = {
     "totals": "embviz.memory",
     "with_dtype": "embviz.memory",
     "with_totals": "embviz.memory",
+    "dtype_savings": "embviz.memory",
+    "largest_tables": "embviz.memory",
     "block_bytes": "embviz.memory",
     "compact_bytes": "embviz.memory",
     "Placement": "embviz.plan",

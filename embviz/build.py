@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     import torchrec
 
 __all__ = [
+    "BuildCheck",
     "BuildError",
     "BuildRefused",
     "BuildWarning",
     "Preflight",
+    "build_and_measure",
     "build_collection",
     "measure_collection",
     "optimizer_for",
@@ -696,6 +698,7 @@ def predicted_vs_measured(
     *,
     optimizer_state: str = "torch",
     scale: float | None = None,
+    mode: Mode | str = Mode.TRAIN,
 ) -> pd.DataFrame:
     """`memory_table`'s prediction next to `measure_collection`'s measurement, per table.
 
@@ -709,6 +712,8 @@ def predicted_vs_measured(
         ``"torch"`` for an unsharded collection.
     scale : float, optional
         The ``scale`` of the build.
+    mode : Mode or str
+        TRAIN when the optimizers were applied (the default), INFERENCE when not.
 
     Returns
     -------
@@ -723,8 +728,6 @@ def predicted_vs_measured(
 
     from embviz.memory import memory_table
 
-    has_state = bool((measured["optimizer_bytes"] > 0).any())
-    mode = Mode.TRAIN if has_state else Mode.INFERENCE
     predicted = memory_table(scale_config(cfg, scale), optimizer_state, mode)  # type: ignore[arg-type]
     frame = pd.DataFrame(index=predicted.index)
     for part in ("weight", "optimizer", "total"):
@@ -747,3 +750,109 @@ def predicted_vs_measured(
 def _relative(difference: pd.Series, base: pd.Series) -> pd.Series:
     ratio = difference.astype("float64") / base.astype("float64").where(base != 0)
     return ratio.where(~((difference == 0) & (base == 0)), 0.0)
+
+
+# --------------------------------------------------------------------------- build and measure
+
+
+@dataclass(frozen=True)
+class BuildCheck:
+    """A build of a config next to its prediction (see `build_and_measure`).
+
+    Attributes
+    ----------
+    device : str
+        Where the collection was built.
+    seconds : float
+        Wall time of the build (materialising and initialising or loading the tables).
+    comparison : pandas.DataFrame
+        `predicted_vs_measured`; on ``meta`` the measured columns are missing (nothing is held).
+    collection : torchrec.EmbeddingBagCollection
+    scale : float or None
+    """
+
+    device: str
+    seconds: float
+    comparison: pd.DataFrame
+    collection: torchrec.EmbeddingBagCollection
+    scale: float | None
+
+    @property
+    def predicted_bytes(self) -> int:
+        """Total predicted bytes (weights and optimizer state)."""
+        return int(self.comparison["predicted_total_bytes"].sum())
+
+    @property
+    def measured_bytes(self) -> int | None:
+        """Total measured bytes; None on ``meta``."""
+        if "measured_total_bytes" not in self.comparison:
+            return None
+        return int(self.comparison["measured_total_bytes"].sum())
+
+    def summary(self) -> str:
+        """One line: device, tables, time, predicted and measured totals and their difference."""
+        from embviz.memory import human_bytes
+
+        tables = len(self.comparison)
+        head = f"{self.device}: built {tables} tables in {self.seconds:.2f} s"
+        if self.scale is not None:
+            head += f" (scale {self.scale:g})"
+        predicted = self.predicted_bytes
+        measured = self.measured_bytes
+        if measured is None:
+            return (
+                f"{head}; predicted {human_bytes(predicted)} ({predicted:,} bytes); on meta "
+                "nothing is allocated, so there is nothing to measure"
+            )
+        difference = measured - predicted
+        share = difference / predicted if predicted else 0.0
+        return (
+            f"{head}; predicted {human_bytes(predicted)} ({predicted:,} bytes), measured "
+            f"{human_bytes(measured)} ({measured:,} bytes), difference {difference:+,} bytes "
+            f"({share:+.2%})"
+        )
+
+
+def build_and_measure(
+    cfg: LargeEmbeddingsConfig,
+    device: str | torch.device = "auto",
+    *,
+    scale: float | None = None,
+    apply_optimizers: bool = True,
+    progress: bool = True,
+) -> BuildCheck:
+    """`build_collection`, `measure_collection` and `predicted_vs_measured` in one go.
+
+    Parameters
+    ----------
+    cfg : LargeEmbeddingsConfig
+        The tables.
+    device, scale, apply_optimizers, progress
+        As `build_collection` takes them.
+
+    Returns
+    -------
+    BuildCheck
+        What ``embviz build`` prints and ``scripts/gpu_check.py`` checks.
+    """
+    import pandas as pd
+    import torchrec  # noqa: F401 - imported here so its seconds of import are not build time
+
+    from embviz.memory import memory_table
+
+    resolved = resolve_device(device)
+    start = time.perf_counter()
+    ebc = build_collection(
+        cfg, resolved, apply_optimizers=apply_optimizers, scale=scale, progress=progress
+    )
+    seconds = time.perf_counter() - start
+    mode = Mode.TRAIN if apply_optimizers else Mode.INFERENCE
+    if resolved.type == "meta":
+        predicted = memory_table(scale_config(cfg, scale), "torch", mode)
+        comparison = pd.DataFrame(index=predicted.index)
+        for part in ("weight", "optimizer", "total"):
+            comparison[f"predicted_{part}_bytes"] = predicted[f"{part}_bytes"].astype("int64")
+    else:
+        measured = measure_collection(ebc)
+        comparison = predicted_vs_measured(cfg, measured, scale=scale, mode=mode)
+    return BuildCheck(str(resolved), seconds, comparison, ebc, scale)

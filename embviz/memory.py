@@ -42,8 +42,10 @@ __all__ = [
     "binary_unit",
     "block_bytes",
     "compact_bytes",
+    "dtype_savings",
     "gpu_fit",
     "human_bytes",
+    "largest_tables",
     "memory_table",
     "totals",
     "with_dtype",
@@ -446,6 +448,73 @@ def with_totals(frame: pd.DataFrame) -> pd.DataFrame:
         elif pd.api.types.is_bool_dtype(frame[column]):
             out[column] = out[column].astype("boolean")
     return out
+
+
+def largest_tables(frame: pd.DataFrame, n: int, by: str = "total_bytes") -> pd.DataFrame:
+    """The ``n - 1`` largest tables by ``by`` and one ``"(k others)"`` row summing the rest.
+
+    The frame itself when it has at most ``n`` rows. Byte columns of the extra row are sums;
+    other columns are missing. Config order is kept for the tables shown (for display).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise MemoryArgumentError("n", f"must be an integer >= 2, got {n!r}")
+    if by not in frame.columns:
+        raise MemoryArgumentError("by", f"no column {by!r} in the frame")
+    if len(frame) <= n:
+        return frame
+    keep = frame[by].nlargest(n - 1, keep="first").index
+    shown = frame[frame.index.isin(keep)]
+    rest = frame[~frame.index.isin(keep)]
+    columns = [c for c in BYTE_COLUMNS if c in frame.columns]
+    row = pd.DataFrame(
+        {c: [np.int64(rest[c].sum())] if c in columns else [pd.NA] for c in frame.columns},
+        index=pd.Index([f"({len(rest)} others)"], name=frame.index.name),
+    )
+    out = pd.concat([shown.astype(object), row.astype(object)])
+    for column in columns:
+        out[column] = out[column].astype(np.int64)
+    return out
+
+
+def dtype_savings(frame: pd.DataFrame) -> pd.DataFrame:
+    """What storing each table in fp16 instead of fp32 saves, with a ``"(total)"`` row.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        From `memory_table` (same optimizer state and mode rules for both dtypes).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by table, then ``"(total)"``: ``data_type`` (current; missing on the total),
+        ``fp32_bytes``, ``fp16_bytes``, ``saved_bytes`` (fp32 minus fp16) and
+        ``current_bytes`` (``total_bytes``), all exact int64.
+    """
+    needed = {"fp32_total_bytes", "fp16_total_bytes", "total_bytes"}
+    if not needed <= set(frame.columns):
+        raise MemoryArgumentError("frame", "must come from memory_table (fp32/fp16 totals)")
+    out = pd.DataFrame(
+        {
+            "data_type": frame["data_type"].astype(object)
+            if "data_type" in frame.columns
+            else pd.NA,
+            "fp32_bytes": frame["fp32_total_bytes"].astype(np.int64),
+            "fp16_bytes": frame["fp16_total_bytes"].astype(np.int64),
+            "current_bytes": frame["total_bytes"].astype(np.int64),
+        },
+        index=frame.index,
+    )
+    out["saved_bytes"] = out["fp32_bytes"] - out["fp16_bytes"]
+    total = out[["fp32_bytes", "fp16_bytes", "current_bytes", "saved_bytes"]].sum()
+    row = pd.DataFrame(
+        {"data_type": [pd.NA], **{c: [np.int64(total[c])] for c in total.index}},
+        index=pd.Index([TOTAL_LABEL], name=frame.index.name),
+    )
+    out = pd.concat([out, row])
+    for column in ("fp32_bytes", "fp16_bytes", "current_bytes", "saved_bytes"):
+        out[column] = out[column].astype(np.int64)
+    return out[["data_type", "fp32_bytes", "fp16_bytes", "saved_bytes", "current_bytes"]]
 
 
 def with_dtype(

@@ -176,6 +176,30 @@ class Placement:
     search: str
     warnings: tuple[str, ...] = ()
 
+    def bytes_by_rank(self, top: int = 7) -> pd.DataFrame:
+        """Exact table bytes per rank, one column per table for the ``top`` largest tables.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by rank (all ranks); columns: the ``top`` tables with the most bytes over
+            all ranks (largest first), then ``"other tables"`` when there are more; int64.
+            Rows sum to ``ranks["table_bytes"]``.
+        """
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+            raise PlanArgumentError("top", f"must be an integer >= 1, got {top!r}")
+        pivot = self.shards.pivot_table(
+            index="rank", columns="table", values="table_bytes", aggfunc="sum", fill_value=0
+        ).reindex(range(self.gpus), fill_value=0)
+        order = pivot.sum().sort_values(ascending=False, kind="stable").index
+        shown = pivot[order[:top]]
+        if len(order) > top:
+            shown = shown.assign(**{"other tables": pivot[order[top:]].sum(axis=1)})
+        shown = shown.astype(np.int64)
+        shown.index.name = "rank"
+        shown.columns.name = None
+        return shown
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: ``ranks``, ``tables``, the topology and warnings.
 

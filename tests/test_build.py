@@ -139,8 +139,11 @@ def test_without_optimizers_weights_only():
     assert measured["optimizer_bytes"].tolist() == [0, 0]
     inference = memory_table(cfg, "torch", Mode.INFERENCE)
     assert measured["total_bytes"].tolist() == inference["total_bytes"].tolist()
-    compared = predicted_vs_measured(cfg, measured)
+    compared = predicted_vs_measured(cfg, measured, mode=Mode.INFERENCE)
     assert (compared["difference_bytes"] == 0).all()
+    # Against the TRAIN prediction the missing Adam state shows.
+    trained = predicted_vs_measured(cfg, measured)
+    assert trained.loc["a", "difference_bytes"] == -(2 * 50 * 4 * 4 + 4)
 
 
 def test_meta_is_never_refused_and_cannot_be_measured(ranker):

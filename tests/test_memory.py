@@ -19,8 +19,10 @@ from embviz.memory import (
     MemoryArgumentError,
     UnknownTableError,
     binary_unit,
+    dtype_savings,
     gpu_fit,
     human_bytes,
+    largest_tables,
     memory_table,
     totals,
     with_dtype,
@@ -367,3 +369,33 @@ def test_ten_thousand_tables_vectorised():
     e = np.where(np.arange(10_000) % 2, 2, 4)
     state = np.choose(np.arange(10_000) % 3, [0 * rows, rows * dims * 4, 2 * rows * dims * 4])
     np.testing.assert_array_equal(frame["total_bytes"].to_numpy(), rows * dims * e + state)
+
+
+def test_largest_tables_keeps_the_sum(ranker):
+    frame = memory_table(ranker)
+    shown = largest_tables(frame, 5)
+    assert list(shown.index) == [
+        "user_id",
+        "item_id",
+        "user_follows_hashed",
+        "author_id",
+        "(8 others)",
+    ]
+    for column in BYTE_COLUMNS:
+        assert shown[column].sum() == frame[column].sum()
+        assert shown[column].dtype == np.int64
+    assert largest_tables(frame, 12) is frame
+    with pytest.raises(MemoryArgumentError, match="n"):
+        largest_tables(frame, 1)
+
+
+def test_dtype_savings(ranker):
+    savings = dtype_savings(memory_table(ranker))
+    assert savings.index[-1] == "(total)"
+    assert savings.loc["item_id", "saved_bytes"] == 20_000_000 * 128 * 2  # fp32 state stays
+    assert savings.loc["item_id", "current_bytes"] == savings.loc["item_id", "fp16_bytes"]
+    assert savings.loc["author_id", "current_bytes"] == savings.loc["author_id", "fp32_bytes"]
+    assert savings.loc["(total)", "saved_bytes"] == 22_260_096_768
+    assert (savings.iloc[:-1]["saved_bytes"] >= 0).all()
+    with pytest.raises(MemoryArgumentError, match="frame"):
+        dtype_savings(savings)

@@ -6,4 +6,6 @@ They return the Figure, never compute bytes or statistics themselves, and never 
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from embviz.plots.memory import OKABE_ITO, plot_dtype_savings, plot_memory, plot_placement
+
+__all__: list[str] = ["OKABE_ITO", "plot_dtype_savings", "plot_memory", "plot_placement"]
