@@ -55,11 +55,6 @@ _LAZY: dict[str, str] = {
     "PlanArgumentError": "embviz.plan",
     "PlanError": "embviz.plan",
     "plan": "embviz.plan",
-    "BuildPanel": "embviz.widgets",
-    "CollectionEditor": "embviz.widgets",
-}
-
-__all__ = [
     "SnapshotError": "embviz.snapshots",
     "checkpoints": "embviz.snapshots",
     "read_table": "embviz.snapshots",
@@ -80,6 +75,16 @@ __all__ = [
     "preflight": "embviz.build",
     "scale_config": "embviz.build",
     "train_demo": "embviz.demo",
+    "BuildCheck": "embviz.build",
+    "build_and_measure": "embviz.build",
+    "ShardError": "embviz.distributed",
+    "ShardedBuild": "embviz.distributed",
+    "build_sharded": "embviz.distributed",
+    "BuildPanel": "embviz.widgets",
+    "CollectionEditor": "embviz.widgets",
+}
+
+__all__ = [
     "AdagradConfig",
     "AdamConfig",
     "ConfigError",
