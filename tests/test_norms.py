@@ -1,0 +1,665 @@
+"""Row norms and their statistics equal torch's own computation on the same data.
+
+Live sources here (tensors, collections, state dicts, local shards); snapshots and the demo's
+checkpoints are in test_norms_snapshots.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchrec
+
+import embviz
+from embviz.memory import UnknownTableError
+from embviz.norms import (
+    MEMORY_BUDGET_BYTES,
+    QUANTILES,
+    STAT_COLUMNS,
+    EmptyTableError,
+    NormError,
+    RowIndexError,
+    UnknownEntityError,
+    exact_quantiles,
+    fp16_error,
+    fp16_error_table,
+    local_row_ids,
+    nearest,
+    norm_histogram,
+    norm_stats,
+    project,
+    row_norm_throughput,
+    row_norms,
+    sample_rows,
+)
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+Q = list(QUANTILES.values())
+
+CONFIG = embviz.parse_config(
+    """
+tables:
+  - {name: user, num_embeddings: 6_000, embedding_dim: 8, data_type: fp32,
+     optimizer: {sgd: {lr: 0.1}}}
+  - {name: tweet, num_embeddings: 4_000, embedding_dim: 16, data_type: fp16,
+     optimizer: {sgd: {lr: 0.1}}}
+  - {name: topic, num_embeddings: 500, embedding_dim: 4, data_type: fp32,
+     optimizer: {sgd: {lr: 0.1}}}
+tables_to_log: [tweet, user]
+"""
+)
+
+
+def _table(rows: int, dim: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    # Norms spread over orders of magnitude, plus a few zero rows.
+    scale = torch.logspace(-3, 1, rows)[torch.randperm(rows, generator=generator)]
+    weight = torch.randn(rows, dim, generator=generator) * scale[:, None]
+    weight[:: max(1, rows // 7)] = 0
+    return weight.to(dtype)
+
+
+def _collection(seed: int = 0) -> torchrec.EmbeddingBagCollection:
+    torch.manual_seed(seed)
+    return torchrec.EmbeddingBagCollection(tables=CONFIG.to_torchrec(), device=torch.device("cpu"))
+
+
+def _reference_stats(weight: torch.Tensor) -> dict[str, float]:
+    """The statistics computed the plain torch way, on the whole table."""
+    norms = torch.linalg.vector_norm(weight.float(), dim=1)
+    quantiles = torch.quantile(norms, torch.tensor(Q)).tolist()
+    return {
+        "rows": weight.shape[0],
+        "sampled": weight.shape[0],
+        "mean": float(norms.mean()),
+        "std": float(norms.std()),
+        "min": float(norms.min()),
+        **dict(zip(QUANTILES, quantiles, strict=True)),
+        "max": float(norms.max()),
+        "zero_share": int((norms == 0).sum()) / norms.numel(),
+    }
+
+
+# --------------------------------------------------------------------------- row_norms
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 4), (37, 3), (5_000, 64), (300_000, 16), (40_000, 1)])
+def test_row_norms_equal_vector_norm_bit_for_bit(dtype, shape):
+    weight = _table(*shape, dtype)
+    norms = row_norms(weight)
+    assert norms.dtype == torch.float32
+    assert norms.device == weight.device
+    assert torch.equal(norms, torch.linalg.vector_norm(weight.float(), dim=1))
+
+
+def test_row_norms_threaded_path_on_a_table_above_the_threshold():
+    # 2**21 elements is where worker threads start; this table is well above it.
+    weight = _table(70_000, 64, torch.float16, seed=3)
+    threads = torch.get_num_threads()
+    assert torch.equal(row_norms(weight), torch.linalg.vector_norm(weight.float(), dim=1))
+    # Worker threads leave the caller's torch thread count as it was.
+    assert torch.get_num_threads() == threads
+
+
+def test_row_norms_of_views_parameters_and_empty_tables():
+    base = _table(2_000, 32, torch.float32)
+    view = base[::3, 5:20]  # not contiguous
+    assert torch.equal(row_norms(view), torch.linalg.vector_norm(view, dim=1))
+    param = torch.nn.Parameter(base.clone())
+    assert torch.equal(row_norms(param), torch.linalg.vector_norm(base, dim=1))
+    assert row_norms(torch.empty(0, 8)).shape == (0,)
+    assert torch.equal(row_norms(torch.ones(3, 0)), torch.zeros(3))
+
+
+def test_row_norms_of_chosen_rows():
+    weight = _table(10_000, 24, torch.float16)
+    rows = torch.tensor([9_999, 0, 17, 17, 4_242])
+    expected = torch.linalg.vector_norm(weight[rows].float(), dim=1)
+    assert torch.equal(row_norms(weight, rows), expected)
+    assert torch.equal(row_norms(weight, rows.tolist()), expected)
+    with pytest.raises(RowIndexError, match="row 10000 is out of range: the table has 10,000"):
+        row_norms(weight, [10_000])
+    with pytest.raises(RowIndexError, match="row -1"):
+        row_norms(weight, [-1])
+    with pytest.raises(NormError, match="integer row positions"):
+        row_norms(weight, [0.5])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (torch.ones(3), "expected a 2-D table"),
+        (torch.ones(2, 3, 4), "expected a 2-D table"),
+        (torch.ones(3, 4, dtype=torch.int64), "not a floating-point type"),
+        (torch.empty(3, 4, device="meta"), "meta device"),
+        ("weights.pt", "expected a 2-D tensor, a ShardedTensor"),
+        ([("0", torch.ones(2, 2))], "Shards or \\(row_offset, tensor\\) pairs"),
+    ],
+)
+def test_row_norms_refuses_what_it_cannot_norm(value, message):
+    with pytest.raises(NormError, match=message):
+        row_norms(value)
+
+
+def test_row_norms_of_local_row_shards_in_row_order():
+    weight = _table(1_000, 8, torch.float32)
+    # Two row-wise shards held here, given out of order, with a gap (rows 300:500 elsewhere).
+    pieces = [(500, weight[500:]), (0, weight[:300])]
+    expected_rows = torch.cat([torch.arange(0, 300), torch.arange(500, 1_000)])
+    assert torch.equal(local_row_ids(pieces), expected_rows)
+    assert torch.equal(row_norms(pieces), torch.linalg.vector_norm(weight[expected_rows], dim=1))
+    # Chosen rows are positions among the local rows.
+    assert torch.equal(
+        row_norms(pieces, [0, 299, 300, 799]),
+        torch.linalg.vector_norm(weight[[0, 299, 500, 999]], dim=1),
+    )
+    with pytest.raises(NormError, match="overlap"):
+        row_norms([(0, weight[:300]), (200, weight[200:400])])
+
+
+def test_row_norms_of_torch_shards_combines_column_pieces():
+    from torch.distributed._shard.metadata import ShardMetadata
+    from torch.distributed._shard.sharded_tensor import Shard
+
+    weight = _table(600, 12, torch.float32)
+
+    def shard(r0, r1, c0, c1):
+        meta = ShardMetadata([r0, c0], [r1 - r0, c1 - c0], "rank:0/cpu")
+        return Shard(weight[r0:r1, c0:c1].clone(), meta)
+
+    # Rows 0:300 split by columns (column-wise sharding), rows 300:600 whole.
+    shards = [shard(0, 300, 0, 5), shard(0, 300, 5, 12), shard(300, 600, 0, 12)]
+    expected = torch.linalg.vector_norm(weight, dim=1)
+    torch.testing.assert_close(row_norms(shards), expected, rtol=2e-7, atol=0)
+    assert torch.equal(row_norms(shards)[300:], expected[300:])
+    # A row whose other columns live on another rank has no local norm.
+    with pytest.raises(NormError, match=r"columns 5:12 on another rank"):
+        row_norms([shard(0, 300, 0, 5), shard(300, 600, 0, 12)])
+
+
+_SHARDED_CHILD = textwrap.dedent(
+    """
+    import json, sys, warnings, logging
+    warnings.filterwarnings("ignore"); logging.disable(logging.WARNING)
+    import torch, torch.distributed as dist, torchrec
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+    from torchrec.distributed.planner import Topology
+    import embviz
+    from embviz.norms import norm_stats, row_norms
+
+    sharding, store = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo", store=dist.FileStore(store, 1), rank=0, world_size=1)
+    try:
+        cfg = embviz.parse_config(
+            "tables:\\n"
+            "  - {name: a, num_embeddings: 3000, embedding_dim: 16, data_type: fp32,"
+            " optimizer: {sgd: {lr: 0.1}}}\\n"
+            "  - {name: b, num_embeddings: 2000, embedding_dim: 128, data_type: fp16,"
+            " optimizer: {sgd: {lr: 0.1}}}\\n"
+        )
+        torch.manual_seed(0)
+        ebc = torchrec.EmbeddingBagCollection(tables=cfg.to_torchrec(), device=torch.device("meta"))
+        sharder = EmbeddingBagCollectionSharder()
+        # Column-wise pieces of at least 32 columns: table b (128 wide) splits in 4.
+        constraints = {
+            n: ParameterConstraints(sharding_types=[sharding], min_partition=32)
+            for n in ("a", "b")
+        }
+        plan = EmbeddingShardingPlanner(
+            topology=Topology(world_size=1, compute_device="cpu"), constraints=constraints
+        ).plan(ebc, [sharder])
+        model = DistributedModelParallel(ebc, device=torch.device("cpu"), plan=plan,
+                                         sharders=[sharder])
+        state = model.state_dict()
+        out = {"types": {}, "stats": {}, "dense_stats": {}, "equal": {}, "shards": {}}
+        dense = {}
+        for key, value in state.items():
+            name = key.split(".")[-2]
+            out["types"][name] = type(value).__name__
+            out["shards"][name] = len(value.local_shards())
+            full = torch.empty(value.size(), dtype=value.dtype)
+            for s in value.local_shards():
+                (r0, c0), (nr, nc) = s.metadata.shard_offsets, s.metadata.shard_sizes
+                full[r0:r0 + nr, c0:c0 + nc] = s.tensor
+            dense[name] = full
+            ref = torch.linalg.vector_norm(full.float(), dim=1)
+            out["equal"][name] = float((row_norms(value) - ref).abs().max() / ref.max())
+        out["stats"] = norm_stats(state, progress=False).to_dict(orient="index")
+        out["dense_stats"] = norm_stats(dense, progress=False).to_dict(orient="index")
+        print(json.dumps(out))
+    finally:
+        dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["table_wise", "column_wise"])
+def test_sharded_collection_state_dict(tmp_path, sharding):
+    """A DistributedModelParallel's state dict (ShardedTensors, gloo, world size 1).
+
+    torchrec shards row-wise on GPUs only; table- and column-wise are what a CPU run can check.
+    """
+    script = tmp_path / "child.py"
+    script.write_text(_SHARDED_CHILD)
+    result = subprocess.run(
+        [sys.executable, str(script), sharding, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["types"] == {"a": "ShardedTensor", "b": "ShardedTensor"}
+    # Column-wise: several pieces of the same rows, combined into whole-row norms.
+    assert out["shards"]["b"] == (4 if sharding == "column_wise" else 1)
+    for name in ("a", "b"):
+        assert out["equal"][name] < 1e-6
+        for column in ("rows", "sampled"):
+            assert out["stats"][name][column] == out["dense_stats"][name][column]
+        for column in ("mean", "p50", "max"):
+            assert out["stats"][name][column] == pytest.approx(
+                out["dense_stats"][name][column], rel=1e-6
+            )
+
+
+def _peak_extra_child(rows: int, dim: int, dtype: str) -> int:
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from embviz.norms import row_norms
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        table = torch.empty({rows}, {dim}, dtype=torch.{dtype})
+        table.normal_()
+        row_norms(torch.randn(300_000, {dim}).to(torch.{dtype}))  # warm up threads and pages
+        before = status("VmRSS")
+        open("/proc/self/clear_refs", "w").write("5")
+        result = row_norms(table)
+        print(status("VmHWM") - before - result.numel() * 4)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_row_norms_peak_extra_memory_stays_within_the_budget(dtype):
+    # A table of 4x the budget: a norm that materialised an fp32 copy would need 256 MiB extra.
+    rows, dim = 1_048_576, 64
+    extra = _peak_extra_child(rows, dim, dtype)
+    assert extra <= MEMORY_BUDGET_BYTES, f"{extra / 2**20:.1f} MiB"
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_sample_rows_distinct_sorted_exact_and_seeded(monkeypatch):
+    calls = []
+    real = torch.randperm
+
+    def spy(n, *args, **kwargs):
+        calls.append(n)
+        return real(n, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "randperm", spy)
+    for num_rows, k in [(10, 3), (1_000, 999), (10**9, 50_000), (5_000_000, 2_500_001)]:
+        rows = sample_rows(num_rows, k, seed=4)
+        assert rows.dtype == torch.int64
+        assert rows.numel() == k
+        assert torch.unique(rows).numel() == k
+        assert bool((rows[1:] > rows[:-1]).all())
+        assert 0 <= int(rows.min()) and int(rows.max()) < num_rows
+        assert torch.equal(rows, sample_rows(num_rows, k, seed=4))
+    # Never a permutation of all the rows: only of the few surplus draws.
+    assert all(n < 10**6 for n in calls), calls
+    assert not torch.equal(sample_rows(10**6, 100, seed=1), sample_rows(10**6, 100, seed=2))
+    assert torch.equal(sample_rows(5, 10), torch.arange(5))
+    assert sample_rows(5, 0).numel() == 0
+
+
+def test_sample_rows_is_uniform():
+    # Each of 20 rows should be picked 5/20 of the time; chi-square over 4,000 samples.
+    counts = torch.zeros(20)
+    for seed in range(4_000):
+        counts[sample_rows(20, 5, seed=seed)] += 1
+    expected = 4_000 * 5 / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 45.0  # 19 degrees of freedom: p < 0.001 above 43.8
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "10"])
+def test_sample_rows_refuses_bad_sizes(bad):
+    with pytest.raises(NormError, match="sample must be a positive integer"):
+        sample_rows(100, bad)
+
+
+# --------------------------------------------------------------------------- quantiles
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 101, 1_000, 65_537, 1_000_003])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_quantiles_equal_torch_quantile(n, dtype):
+    generator = torch.Generator().manual_seed(n)
+    values = torch.rand(n, generator=generator, dtype=dtype) ** 3
+    q = [0.0, *Q, 0.333, 1.0]
+    assert torch.equal(
+        exact_quantiles(values, q), torch.quantile(values, torch.tensor(q, dtype=dtype))
+    )
+
+
+def test_exact_quantiles_with_ties_and_nan():
+    values = torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 7.0])
+    assert torch.equal(exact_quantiles(values, Q), torch.quantile(values, torch.tensor(Q)))
+    values[2] = float("nan")
+    assert torch.isnan(exact_quantiles(values, Q)).all()
+    assert torch.isnan(torch.quantile(values, torch.tensor(Q))).all()
+    with pytest.raises(EmptyTableError):
+        exact_quantiles(torch.empty(0), Q)
+    with pytest.raises(NormError, match=r"\[0, 1\]"):
+        exact_quantiles(values, [1.5])
+
+
+@pytest.mark.slow
+def test_exact_quantiles_beyond_torch_quantile_limit():
+    n = 2**24 + 3
+    values = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="too large"):
+        torch.quantile(values, torch.tensor(Q))
+    got = exact_quantiles(values, Q)
+    # numpy's 'linear' rule on the same values, in float64, agrees to float32 rounding.
+    expected = np.quantile(values.numpy().astype(np.float64), Q)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- norm_stats
+
+
+def test_norm_stats_of_a_collection_equal_torch(monkeypatch):
+    ebc = _collection()
+    stats = norm_stats(ebc, progress=False)
+    assert list(stats.columns) == STAT_COLUMNS
+    assert list(stats.index) == ["user", "tweet", "topic"]
+    assert stats.index.name == "table"
+    for name in stats.index:
+        weight = ebc.embedding_bags[name].weight.detach()
+        expected = _reference_stats(weight)
+        for column, value in expected.items():
+            assert stats.loc[name, column] == value, (name, column)
+        assert np.isnan(stats.loc[name, "unchanged_share"])
+    assert ebc.embedding_bags["tweet"].weight.dtype == torch.float16
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_norm_stats_of_a_state_dict_equal_torch(dtype):
+    weight = _table(50_000, 32, dtype)
+    state = {
+        "model.large_embeddings.ebc.embedding_bags.big.weight": weight,
+        "model.dense.weight": torch.ones(3, 3),
+    }
+    stats = norm_stats(state, progress=False)
+    assert list(stats.index) == ["big"]
+    expected = _reference_stats(weight)
+    for column, value in expected.items():
+        assert stats.loc["big", column] == value, column
+    assert stats.loc["big", "zero_share"] > 0
+    # A plain {name: tensor} mapping works too.
+    assert norm_stats({"big": weight}, progress=False).equals(stats)
+
+
+def test_norm_stats_tables_default_to_tables_to_log():
+    ebc = _collection()
+    assert list(norm_stats(ebc, config=CONFIG, progress=False).index) == ["tweet", "user"]
+    unlogged = CONFIG.model_copy(update={"tables_to_log": None})
+    assert list(norm_stats(ebc, config=unlogged, progress=False).index) == [
+        "user",
+        "tweet",
+        "topic",
+    ]
+    assert list(norm_stats(ebc, tables="topic", progress=False).index) == ["topic"]
+    assert list(norm_stats(ebc, tables=["topic", "user"], progress=False).index) == [
+        "topic",
+        "user",
+    ]
+
+
+def test_norm_stats_sampled_rows_are_described_exactly():
+    weight = _table(30_000, 16, torch.float32)
+    stats = norm_stats({"t": weight}, sample=1_000, seed=7, progress=False)
+    assert stats.loc["t", "rows"] == 30_000
+    assert stats.loc["t", "sampled"] == 1_000
+    rows = sample_rows(30_000, 1_000, seed=7)
+    expected = _reference_stats(weight[rows])
+    for column in ["mean", "std", "min", *QUANTILES, "max", "zero_share"]:
+        assert stats.loc["t", column] == expected[column], column
+    # The same seed, the same rows; a sample larger than the table is the whole table.
+    assert norm_stats({"t": weight}, sample=1_000, seed=7, progress=False).equals(stats)
+    whole = norm_stats({"t": weight}, sample=10**9, progress=False)
+    assert whole.loc["t", "sampled"] == 30_000
+
+
+def test_norm_stats_unchanged_share_against_initial_values():
+    initial = _table(2_000, 8, torch.float32)
+    trained = initial.clone()
+    trained[:500] += 0.5  # 500 rows moved
+    trained[600, 3] = -trained[600, 3] - 1  # one value of one more row
+    stats = norm_stats({"t": trained}, initial={"t": initial}, progress=False)
+    assert stats.loc["t", "unchanged_share"] == (2_000 - 501) / 2_000
+    sampled = norm_stats({"t": trained}, sample=400, initial={"t": initial}, progress=False)
+    rows = sample_rows(2_000, 400)
+    unchanged = ((trained[rows] == initial[rows]).all(dim=1)).float().mean()
+    assert sampled.loc["t", "unchanged_share"] == pytest.approx(float(unchanged))
+    with pytest.raises(NormError, match="must match"):
+        norm_stats({"t": trained}, initial={"t": initial[:10]}, progress=False)
+    with pytest.raises(UnknownTableError, match="no table named 't'"):
+        norm_stats({"t": trained}, initial={"u": initial}, progress=False)
+
+
+def test_norm_stats_errors_name_the_table():
+    ebc = _collection()
+    with pytest.raises(UnknownTableError) as info:
+        norm_stats(ebc, tables=["usr"], progress=False)
+    assert str(info.value) == "no table named 'usr' (tables: user, tweet, topic)"
+    with pytest.raises(EmptyTableError, match="table 'e' has no rows"):
+        norm_stats({"e": torch.empty(0, 4)}, progress=False)
+    with pytest.raises(NormError, match="holds no embedding tables"):
+        norm_stats(torch.nn.Linear(2, 2), progress=False)
+    with pytest.raises(NormError, match="source must be"):
+        norm_stats(42, progress=False)
+    with pytest.raises(NormError, match="the list is empty"):
+        norm_stats(ebc, tables=[], progress=False)
+    with pytest.raises(NormError, match="sample must be"):
+        norm_stats(ebc, sample=0.5, progress=False)
+
+
+def test_norm_stats_single_row_and_constant_tables():
+    stats = norm_stats(
+        {"one": torch.tensor([[3.0, 4.0]]), "zeros": torch.zeros(10, 3)}, progress=False
+    )
+    assert stats.loc["one", "mean"] == 5.0
+    assert np.isnan(stats.loc["one", "std"])
+    assert stats.loc["one", "p99"] == 5.0
+    assert stats.loc["zeros", "zero_share"] == 1.0
+    assert stats.loc["zeros", "max"] == 0.0
+
+
+def test_norm_histogram_counts_add_up():
+    ebc = _collection()
+    hist = norm_histogram(ebc, bins=20, progress=False)
+    assert list(hist.columns) == ["table", "left", "right", "count"]
+    for name in ["user", "tweet", "topic"]:
+        part = hist[hist.table == name]
+        weight = ebc.embedding_bags[name].weight.detach().float()
+        norms = torch.linalg.vector_norm(weight, dim=1).double()
+        counts, edges = torch.histogram(
+            norms, bins=20, range=(float(norms.min()), float(norms.max()))
+        )
+        assert part["count"].tolist() == counts.long().tolist()
+        assert part["left"].tolist() == edges[:-1].tolist()
+        assert int(part["count"].sum()) == weight.shape[0]
+    constant = norm_histogram({"c": torch.ones(5, 4)}, bins=3, progress=False)
+    assert constant["count"].tolist() == [0, 5, 0]
+    with pytest.raises(NormError, match="bins"):
+        norm_histogram(ebc, bins=0, progress=False)
+
+
+# --------------------------------------------------------------------------- rows themselves
+
+
+def _brute_nearest(weight, row, k, metric):
+    x = weight.float()
+    if metric == "cosine":
+        scores = torch.nn.functional.cosine_similarity(x, x[row][None], dim=1)
+        scores[row] = -2
+        order = torch.argsort(scores, descending=True, stable=True)
+    else:
+        scores = torch.linalg.vector_norm(x - x[row], dim=1)
+        scores[row] = float("inf")
+        order = torch.argsort(scores, stable=True)
+    return order[:k], scores[order[:k]]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_nearest_matches_a_brute_force_scan(metric, dtype):
+    weight = torch.randn(3_000, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
+    result = nearest(weight, 42, k=7, metric=metric)
+    rows, scores = _brute_nearest(weight, 42, 7, metric)
+    assert result["rank"].tolist() == list(range(1, 8))
+    assert result["row"].tolist() == rows.tolist()
+    np.testing.assert_allclose(result["score"], scores.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        result["norm"], torch.linalg.vector_norm(weight[rows].float(), dim=1).numpy()
+    )
+    assert result.attrs == {"query_row": 42, "metric": metric}
+
+
+def test_nearest_with_a_vocabulary_and_an_embedding_module():
+    module = torch.nn.EmbeddingBag(500, 8)
+    vocab = pd.Series(np.arange(500)[::-1], index=10**15 + np.arange(500), name="row")
+    result = nearest(module, 10**15 + 3, k=4, vocab=vocab)  # entity 10**15+3 is row 496
+    rows, _ = _brute_nearest(module.weight.detach(), 496, 4, "cosine")
+    assert result["row"].tolist() == rows.tolist()
+    assert result["entity_id"].tolist() == [10**15 + 499 - r for r in rows.tolist()]
+    assert result.attrs["query_entity_id"] == 10**15 + 3
+    assert result.attrs["query_row"] == 496
+
+
+def test_nearest_errors():
+    weight = torch.randn(100, 4)
+    with pytest.raises(RowIndexError, match="row 100 is out of range: the table has 100 rows"):
+        nearest(weight, 100)
+    with pytest.raises(RowIndexError):
+        nearest(weight, -1)
+    vocab = pd.Series([0, 1], index=[7, 8])
+    with pytest.raises(UnknownEntityError) as info:
+        nearest(weight, 9, vocab=vocab)
+    assert str(info.value) == "entity id 9 is not in the vocabulary (2 ids)"
+    with pytest.raises(NormError, match="k=100 is too large: the table has 100 rows"):
+        nearest(weight, 0, k=100)
+    with pytest.raises(NormError, match="k must be a positive integer"):
+        nearest(weight, 0, k=0)
+    with pytest.raises(NormError, match="metric must be"):
+        nearest(weight, 0, metric="dot")
+    weight[5] = 0
+    with pytest.raises(NormError, match="row 5 has norm 0"):
+        nearest(weight, 5)
+    with pytest.raises(NormError, match="outside"):
+        nearest(weight, 7, vocab=pd.Series([100], index=[7]))
+
+
+def test_project_is_pca_of_the_sample():
+    generator = torch.Generator().manual_seed(0)
+    # Two strong directions and noise.
+    basis = torch.linalg.qr(torch.randn(12, 12, generator=generator)).Q
+    coords = torch.randn(4_000, 12, generator=generator) * torch.tensor([5.0, 3.0] + [0.1] * 10)
+    weight = coords @ basis.T + 1.0
+    frame = project(weight, n=2_000, seed=3)
+    rows = sample_rows(4_000, 2_000, seed=3)
+    assert frame["row"].tolist() == rows.tolist()
+    assert list(frame.columns) == ["row", "x", "y", "norm"]
+    np.testing.assert_array_equal(
+        frame["norm"], torch.linalg.vector_norm(weight[rows], dim=1).numpy()
+    )
+    # Against an exact eigendecomposition of the sample's covariance, up to sign.
+    centred = weight[rows] - weight[rows].mean(0)
+    _, vectors = torch.linalg.eigh(centred.T @ centred)
+    exact = centred @ vectors[:, [-1, -2]]
+    for column, i in (("x", 0), ("y", 1)):
+        got = torch.tensor(frame[column].to_numpy())
+        sign = torch.sign((got * exact[:, i]).sum())
+        torch.testing.assert_close(got * sign, exact[:, i], rtol=1e-3, atol=1e-3)
+    ratio = frame.attrs["explained_variance_ratio"]
+    assert ratio[0] > ratio[1] > 0.2
+    assert frame.equals(project(weight, n=2_000, seed=3))
+
+
+def test_project_labels_and_errors():
+    weight = torch.randn(50, 3)
+    vocab = {100 + r: r for r in range(50)}
+    frame = project(weight, n=10, vocab=vocab)
+    assert (frame["entity_id"] - frame["row"] == 100).all()
+    assert len(project(weight, n=10**6)) == 50
+    with pytest.raises(NormError, match="at least 2 columns"):
+        project(torch.randn(10, 1))
+    with pytest.raises(NormError, match="method must be 'pca'"):
+        project(weight, method="tsne")
+    with pytest.raises(EmptyTableError):
+        project(torch.empty(0, 3))
+
+
+def test_fp16_error_against_a_direct_computation():
+    weight = _table(5_000, 16, torch.float32, seed=2)
+    weight[7, 0] = 70_000.0  # beyond fp16's range
+    err = fp16_error(weight, pairs=3_000, seed=1)
+    x = weight.double()
+    h = weight.half().double()
+    n, nh = torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(h, dim=1)
+    rel = (nh - n).abs() / n
+    rel[(n == 0) & (nh == 0)] = 0
+    assert err["rows"] == 5_000
+    assert err["overflow_rows"] == 1
+    assert err["norm_rel_err_max"] == float("inf")
+    finite = torch.isfinite(rel)
+    assert float(rel[finite].max()) <= 2**-11  # fp16 rounding: at most half an ulp per value
+    assert 0 < float(rel[finite].mean()) < 2**-11
+    assert err["pairs"] <= 3_000
+    assert 0 < err["cos_abs_err_mean"] <= err["cos_abs_err_max"] < 1e-2
+    assert err["cos_rel_err_mean"] > 0
+    # An fp16 table loses nothing more.
+    zero = fp16_error(weight[8:].half(), pairs=100)
+    assert zero["norm_rel_err_max"] == 0 and zero["cos_abs_err_max"] == 0
+
+
+def test_fp16_error_table_by_table():
+    ebc = _collection()
+    table = fp16_error_table(ebc, tables=["user", "tweet"], pairs=500, progress=False)
+    assert list(table.index) == ["user", "tweet"]
+    assert table.loc["user", "norm_rel_err_max"] > 0
+    assert table.loc["tweet", "norm_rel_err_max"] == 0  # already fp16
+    expected = fp16_error(ebc.embedding_bags["user"].weight, pairs=500)
+    assert table.loc["user", "cos_abs_err_mean"] == expected["cos_abs_err_mean"]
+
+
+def test_row_norm_throughput_reports_every_op():
+    frame = row_norm_throughput("cpu", rows=20_000, dim=16, repeats=2)
+    assert set(frame["op"]) == {"row_norms", "sum", "copy"}
+    assert set(frame["dtype"]) == {"float32", "float16"}
+    assert (frame["seconds"] > 0).all() and (frame["gb_per_s"] > 0).all()
+    sums = frame[frame.op == "sum"]
+    assert (sums["vs_sum"] == 1.0).all()
