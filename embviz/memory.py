@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from embviz.config import DataType, LargeEmbeddingsConfig, Mode
+from embviz.config import DataType, EmbeddingBagConfig, LargeEmbeddingsConfig, Mode
 from embviz.errors import EmbvizError
 
 __all__ = [
@@ -239,6 +239,19 @@ def block_bytes(
     return weights, state
 
 
+def _table_facts(table: EmbeddingBagConfig) -> tuple[str, int, int, str, str, float]:
+    """(name, rows, dim, dtype, optimizer name, SGD momentum) of one table."""
+    opt = table.optimizer
+    if opt.sgd is not None:
+        name, momentum = "sgd", opt.sgd.momentum
+    elif opt.adagrad is not None:
+        name, momentum = "adagrad", 0.0
+    else:
+        name, momentum = "adam", 0.0
+    dtype = table.data_type.value
+    return table.name, table.num_embeddings, table.embedding_dim, dtype, name, momentum
+
+
 def memory_table(
     cfg: LargeEmbeddingsConfig,
     optimizer_state: OptimizerState = "fused",
@@ -307,17 +320,16 @@ def memory_table(
         )
     train = mode is Mode.TRAIN
 
-    tables = cfg.tables
-    n = len(tables)
-    names = [t.name for t in tables]
-    rows = np.fromiter((t.num_embeddings for t in tables), dtype=np.int64, count=n)
-    dims = np.fromiter((t.embedding_dim for t in tables), dtype=np.int64, count=n)
-    dtype_names = np.array([t.data_type.value for t in tables], dtype=object)
+    # One pass over the pydantic objects (attribute access dominates for 10,000 tables).
+    facts = [_table_facts(t) for t in cfg.tables]
+    n = len(facts)
+    names = [f[0] for f in facts]
+    rows = np.fromiter((f[1] for f in facts), dtype=np.int64, count=n)
+    dims = np.fromiter((f[2] for f in facts), dtype=np.int64, count=n)
+    dtype_names = np.array([f[3] for f in facts], dtype=object)
     itemsize = np.where(dtype_names == DataType.FP16.value, 2, 4).astype(np.int64)
-    optimizer = np.array([t.optimizer.name for t in tables], dtype=object)
-    momentum = np.fromiter(
-        (getattr(t.optimizer.settings, "momentum", 0.0) for t in tables), dtype=np.float64, count=n
-    )
+    optimizer = np.array([f[4] for f in facts], dtype=object)
+    momentum = np.fromiter((f[5] for f in facts), dtype=np.float64, count=n)
     logged_names = set(cfg.logged_tables)
     logged = np.fromiter((name in logged_names for name in names), dtype=bool, count=n)
 
