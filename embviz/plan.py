@@ -23,6 +23,8 @@ import contextlib
 import dataclasses
 import logging
 import math
+import sys
+import types
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -531,6 +533,10 @@ def _planner(
         # One proposal per sharding type, each balanced by the greedy partitioner.
         kwargs["proposer"] = UniformProposer()
     if timeout_s is not None:
+        import inspect
+
+        if "timeout_seconds" not in inspect.signature(EmbeddingShardingPlanner).parameters:
+            raise PlanArgumentError("timeout_s", "this torchrec's planner takes no timeout")
         kwargs["timeout_seconds"] = max(1, math.ceil(timeout_s))
     planner = EmbeddingShardingPlanner(
         topology=topology,
@@ -955,3 +961,18 @@ def _search_min_gpus(attempt: Any, gpus: int, lower: int, progress: bool) -> int
         return success
     finally:
         bar.close()
+
+
+class _CallableModule(types.ModuleType):
+    """``embviz.plan`` is both this module and the function `plan`.
+
+    Importing ``embviz.plan`` (``from embviz.plan import Placement``) makes Python bind the
+    package attribute ``embviz.plan`` to the module, hiding the lazily exported function; a
+    callable module keeps ``embviz.plan(cfg, gpus, hbm_gib)`` working either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Placement:
+        return plan(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

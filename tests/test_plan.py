@@ -268,3 +268,19 @@ def test_constants_follow_torchrec():
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=2, compute_device="cuda"))
     # torchrec keeps this share of HBM for the dense model by default.
     assert np.isclose(planner._storage_reservation._percentage, PLANNER_RESERVED_FRACTION)
+
+
+def test_timeout_is_passed_to_torchrec(ranker):
+    placement = plan(ranker, 4, 80, timeout_s=30, progress=False)
+    assert list(placement.tables["table"]) == ranker.table_names
+    with pytest.raises(PlanArgumentError, match="timeout_s"):
+        plan(ranker, 4, 80, timeout_s=0, progress=False)
+
+
+def test_embviz_plan_stays_callable_after_importing_the_module(ranker):
+    import importlib
+
+    importlib.import_module("embviz.plan")  # binds the package attribute to the module
+    assert callable(embviz.plan)
+    placement = embviz.plan(ranker, 4, 80, progress=False)
+    assert isinstance(placement, Placement)
