@@ -460,21 +460,19 @@ def _exact_storage_estimator(inner: Any, facts: _TableFacts) -> Any:
     return ExactStateStorageEstimator()
 
 
-class _BestPlan:
+def _best_plan_stats() -> Any:
     """A torchrec `Stats` that keeps the planner's best plan instead of printing it."""
+    from torchrec.distributed.planner.types import Stats
 
-    def __new__(cls) -> Any:
-        from torchrec.distributed.planner.types import Stats
+    class KeepBestPlan(Stats):
+        def __init__(self) -> None:
+            self.best_plan: list[Any] | None = None
 
-        class Collect(Stats):
-            def __init__(self) -> None:
-                self.best_plan: list[Any] | None = None
+        def log(self, *args: Any, **kwargs: Any) -> None:
+            # Keyword call in torchrec 1.6-1.8; best_plan is the 8th positional otherwise.
+            self.best_plan = kwargs.get("best_plan", args[7] if len(args) > 7 else None)
 
-            def log(self, *args: Any, **kwargs: Any) -> None:
-                # Keyword call in torchrec 1.6-1.8; best_plan is the 8th positional otherwise.
-                self.best_plan = kwargs.get("best_plan", args[7] if len(args) > 7 else None)
-
-        return Collect()
+    return KeepBestPlan()
 
 
 def _planner(
@@ -527,7 +525,7 @@ def _planner(
                     for e in estimators
                 ],
             )
-    stats = _BestPlan()
+    stats = _best_plan_stats()
     kwargs: dict[str, Any] = {}
     if search == "fast":
         # One proposal per sharding type, each balanced by the greedy partitioner.
