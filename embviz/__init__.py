@@ -37,6 +37,12 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it, imported on first attribute access.
 _LAZY: dict[str, str] = {
+    "compare_configs": "embviz.compare",
+    "write_report": "embviz.report",
+    "ReportError": "embviz.report",
+    "plot_memory": "embviz.plots",
+    "plot_dtype_savings": "embviz.plots",
+    "plot_placement": "embviz.plots",
     "GpuFit": "embviz.memory",
     "MemoryArgumentError": "embviz.memory",
     "UnknownTableError": "embviz.memory",

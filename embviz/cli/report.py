@@ -1,0 +1,51 @@
+"""``embviz report CONFIG --out DIR``: a static HTML report with figures."""
+
+from __future__ import annotations
+
+import argparse
+
+from embviz.cli.common import add_config_arguments, config_from_args
+from embviz.config import load_config
+from embviz.report import write_report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write an HTML report (memory table, figures, placement, changes)",
+        description="Write DIR/index.html with the memory table and figures as PNG files beside "
+        "it; with --compare, what changed since another config; with --gpus and --hbm-gib, "
+        "the fit and torchrec's placement.",
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    parser.add_argument("--compare", metavar="OTHER", help="an earlier config to compare with")
+    parser.add_argument("--compare-key", metavar="K", help="section of OTHER (default: --key)")
+    parser.add_argument("--gpus", type=int, metavar="N", help="number of GPUs")
+    parser.add_argument("--hbm-gib", type=float, metavar="X", help="memory per GPU, GiB")
+    parser.add_argument("--batch-size", type=int, default=512, metavar="B")
+    parser.add_argument("--optimizer-state", choices=["fused", "torch"], default="fused")
+    parser.add_argument("--mode", choices=["train", "evaluate", "inference"], default="train")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    other = None
+    if args.compare:
+        other = load_config(args.compare, key=args.compare_key or args.key)
+    report = write_report(
+        cfg,
+        args.out,
+        compare=other,
+        gpus=args.gpus,
+        hbm_gib=args.hbm_gib,
+        batch_size=args.batch_size,
+        optimizer_state=args.optimizer_state,
+        mode=args.mode,
+        title=f"embviz report: {args.config}",
+        source=args.config,
+        compare_source=args.compare,
+    )
+    print(report.index)
+    return 0
