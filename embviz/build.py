@@ -14,6 +14,7 @@ Everything that needs torch or torchrec is imported inside the functions.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -113,6 +114,8 @@ class Preflight:
 class _TableRecord:
     seconds: float
     allocated_bytes: int | None  # CUDA memory_allocated delta of the weight; None elsewhere
+    # CUDA delta of creating the table's optimizer: torch's Adagrad allocates its state then.
+    optimizer_allocated_bytes: int | None = None
 
 
 # What build_collection saw per table (time, CUDA allocation), kept for measure_collection without
@@ -367,7 +370,12 @@ def _nan_on_zero_grad(table: EmbeddingBagConfig) -> bool:
 
 def _apply_optimizers(
     ebc: torchrec.EmbeddingBagCollection, cfg: LargeEmbeddingsConfig, *, unsharded: bool
-) -> None:
+) -> dict[str, int | None]:
+    """Apply each table's optimizer in backward; return what each allocated on CUDA.
+
+    torch's Adagrad allocates its ``sum`` state when it is created, Adam at its first step; the
+    deltas are None off CUDA.
+    """
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
     # On meta the collection is a template for sharding, where FBGEMM's kernels take over.
@@ -385,17 +393,23 @@ def _apply_optimizers(
             BuildWarning,
             stacklevel=3,
         )
+    deltas: dict[str, int | None] = {}
     for table in cfg.tables:
         optimizer_class, kwargs = optimizer_for(table)
+        weight = ebc.embedding_bags[table.name].weight
+        before = _allocated(weight.device)
         with warnings.catch_warnings():
             # torchrec >= 1.2 marks its wrapper deprecated in favour of torch's private
             # _apply_optimizer_in_backward; TwHIN calls torchrec's, and so do we.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             apply_optimizer_in_backward(
                 optimizer_class=optimizer_class,
-                params=[ebc.embedding_bags[table.name].weight],
+                params=[weight],
                 optimizer_kwargs=kwargs,
             )
+        after = _allocated(weight.device)
+        deltas[table.name] = None if before is None or after is None else after - before
+    return deltas
 
 
 # --------------------------------------------------------------------------- pretrained
@@ -543,7 +557,11 @@ def build_collection(
     # `resolved` (torchrec reads it for `ebc.device`).
     ebc._device = resolved
     if apply_optimizers:
-        _apply_optimizers(ebc, scaled, unsharded=resolved.type != "meta")
+        deltas = _apply_optimizers(ebc, scaled, unsharded=resolved.type != "meta")
+        records = {
+            name: dataclasses.replace(record, optimizer_allocated_bytes=deltas[name])
+            for name, record in records.items()
+        }
     _BUILD_RECORDS[ebc] = records
     return ebc
 
@@ -610,9 +628,11 @@ def measure_collection(ebc: torchrec.EmbeddingBagCollection, batch: Any = None) 
         ``optimizer_bytes`` (every tensor in the optimizers' state, torch's ``step`` included)
         and ``total_bytes``; on CUDA also ``weight_allocated_bytes`` (the
         ``torch.cuda.memory_allocated`` delta of building the table, when `build_collection`
-        built it), ``optimizer_allocated_bytes`` (the delta of this step: 0 when the state
-        already existed) and ``total_allocated_bytes`` (nullable Int64); and ``build_seconds``
-        (NaN when unknown).
+        built it), ``optimizer_allocated_bytes`` (the delta of creating the table's optimizer,
+        where torch's Adagrad allocates its state, plus that of this step, where Adam and SGD
+        momentum do; 0 for a step once the state exists) and ``total_allocated_bytes``
+        (nullable Int64); and ``build_seconds`` (NaN when unknown). The CUDA deltas include
+        the caching allocator's rounding (to 512 bytes, and up to 2 MiB for large tensors).
 
     Raises
     ------
@@ -645,9 +665,11 @@ def measure_collection(ebc: torchrec.EmbeddingBagCollection, batch: Any = None) 
     optimizer_deltas: dict[str, int | None] = {}
     if with_optimizer:
         output = ebc(kjt).values().sum()
-        for i, n in enumerate(with_optimizer):
+        for n in with_optimizer:
             before = _allocated(device)
-            output.backward(inputs=[weights[n]], retain_graph=i < len(with_optimizer) - 1)
+            # The graph is kept through every backward and freed after the loop, so that its
+            # buffers are not counted against the last table's optimizer state.
+            output.backward(inputs=[weights[n]], retain_graph=True)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             after = _allocated(device)
@@ -673,7 +695,10 @@ def measure_collection(ebc: torchrec.EmbeddingBagCollection, batch: Any = None) 
         if device.type == "cuda":
             record = records.get(n)
             weight_delta = None if record is None else record.allocated_bytes
-            optimizer_delta = optimizer_deltas.get(n, 0)
+            # Created with the optimizer (Adagrad) plus allocated by this step (Adam, momentum).
+            created = 0 if record is None else record.optimizer_allocated_bytes or 0
+            step = optimizer_deltas.get(n, 0)
+            optimizer_delta = None if step is None else created + step
             row["weight_allocated_bytes"] = weight_delta
             row["optimizer_allocated_bytes"] = optimizer_delta
             row["total_allocated_bytes"] = (
@@ -769,6 +794,8 @@ class BuildCheck:
         `predicted_vs_measured`; on ``meta`` the measured columns are missing (nothing is held).
     collection : torchrec.EmbeddingBagCollection
     scale : float or None
+    measured : pandas.DataFrame or None
+        `measure_collection` (with ``build_seconds`` per table); None on ``meta``.
     """
 
     device: str
@@ -776,6 +803,7 @@ class BuildCheck:
     comparison: pd.DataFrame
     collection: torchrec.EmbeddingBagCollection
     scale: float | None
+    measured: pd.DataFrame | None = None
 
     @property
     def predicted_bytes(self) -> int:
@@ -852,7 +880,8 @@ def build_and_measure(
         comparison = pd.DataFrame(index=predicted.index)
         for part in ("weight", "optimizer", "total"):
             comparison[f"predicted_{part}_bytes"] = predicted[f"{part}_bytes"].astype("int64")
+        measured = None
     else:
         measured = measure_collection(ebc)
         comparison = predicted_vs_measured(cfg, measured, scale=scale, mode=mode)
-    return BuildCheck(str(resolved), seconds, comparison, ebc, scale)
+    return BuildCheck(str(resolved), seconds, comparison, ebc, scale, measured)

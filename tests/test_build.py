@@ -298,3 +298,116 @@ def test_scaled_pretrained_tables_are_checked_not_loaded(source):
     bad = tables_config(table("users", rows=40, dim=8, **pretrained(path, "user")))
     with pytest.raises(SnapshotError, match="the config has dim 8"):
         build_collection(bad, "cpu", scale=0.5, progress=False)
+
+
+# --------------------------------------------------------------------------- scripts/gpu_check.py
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_needed_bytes_counts_the_weight_copies(gpu_check, ranker):
+    predicted = memory_table(ranker, "torch", Mode.TRAIN)
+    # measure_collection keeps a copy of the tables whose eps vanishes, to put them back, and
+    # the largest table's dense gradient (user_id) lives during its step.
+    copies = sum(
+        int(predicted.loc[n, "weight_bytes"])
+        for n in ("item_id", "author_id", "ad_campaign", "language")
+    )
+    gradient = int(predicted.loc["user_id", "weight_bytes"])
+    expected = int(predicted["total_bytes"].sum()) + copies + gradient
+    assert gpu_check.needed_bytes(ranker, None) == expected
+
+
+def test_gpu_check_choose_scale(gpu_check, ranker):
+    need = gpu_check.needed_bytes(ranker, None)
+    assert gpu_check.choose_scale(ranker, free_bytes=2 * need) is None  # fits in half
+    free = need // 7
+    scale = gpu_check.choose_scale(ranker, free_bytes=free)
+    budget = free * gpu_check.FRACTION
+    assert 0 < scale < 1
+    assert gpu_check.needed_bytes(ranker, scale) <= budget
+    digits = f"{scale:.10f}".rstrip("0").split(".")[1].lstrip("0")
+    assert len(digits) <= 2  # two significant digits
+    step = 10.0 ** (math.floor(math.log10(scale)) - 1)
+    assert gpu_check.needed_bytes(ranker, scale + step) > budget  # the largest such scale
+    with pytest.raises(ValueError, match="not even a tiny copy"):
+        gpu_check.choose_scale(ranker, free_bytes=10)
+
+
+def comparison_frame(predicted, tensors, allocated=None):
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"predicted_total_bytes": predicted, "measured_total_bytes": tensors},
+        index=pd.Index([f"t{i}" for i in range(len(predicted))], name="table"),
+    )
+    if allocated is not None:
+        frame["allocated_total_bytes"] = pd.array(allocated, dtype="Int64")
+    return frame
+
+
+def test_gpu_check_bytes_check(gpu_check):
+    g = 10**9
+    frame = gpu_check.bytes_check(
+        comparison_frame(
+            [g, g, g, 0, g],
+            [g, g, g, 0, 1_011_000_000],
+            [g, 1_009_000_000, 1_021_000_000, 0, None],
+        )
+    )
+    assert frame["ok"].tolist() == [True, True, False, True, False]
+    assert frame.loc["t1", "allocated_difference"] == pytest.approx(0.009)
+    assert frame.loc["t2", "allocated_difference"] == pytest.approx(0.021)
+    assert frame.loc["t4", "tensor_difference"] == pytest.approx(0.011)
+    # Within the caching allocator's rounding (2 MiB per device tensor) a small table passes.
+    small = gpu_check.bytes_check(
+        comparison_frame([4_000_000, 4_000_000], [4_000_000] * 2, [6_000_000, 9_000_000]),
+        tensor_counts={"t0": 1, "t1": 2},
+    )
+    assert small["ok"].tolist() == [True, False]
+    assert small["allocator_slack"].tolist() == [2 * 1024**2, 4 * 1024**2]
+    assert gpu_check.device_tensors(
+        tables_config(
+            table("s"),
+            table("m", optimizer={"sgd": {"lr": 0.1, "momentum": 0.9}}),
+            table("g", optimizer={"adagrad": {"lr": 0.1}}),
+            table("a", optimizer={"adam": {"lr": 0.1}}),
+        )
+    ) == {"s": 1, "m": 2, "g": 2, "a": 3}
+    # Without CUDA columns only the tensors are compared.
+    cpu = gpu_check.bytes_check(comparison_frame([g, 0], [g, 4]))
+    assert cpu["ok"].tolist() == [True, False]
+    assert "allocated_bytes" not in cpu
+
+
+def test_gpu_check_bandwidth(gpu_check):
+    from types import SimpleNamespace
+
+    h200 = SimpleNamespace(memory_clock_rate=3_201_000, memory_bus_width=6144)  # kHz, bits
+    assert gpu_check.nominal_bandwidth(h200) == pytest.approx(2 * 3.201e9 * 6144 / 8)
+    assert gpu_check.nominal_bandwidth(SimpleNamespace()) is None
+    cfg = tables_config(table("a", rows=1000, dim=16), table("b", rows=10, dim=4))
+    measured = measure_collection(build_collection(cfg, "cpu", progress=False))
+    frame = gpu_check.build_vs_bandwidth(measured, bandwidth=1e9)
+    assert frame.loc["a", "weight_bytes"] == 64_000
+    assert frame.loc["(total)", "weight_bytes"] == 64_160
+    assert frame.loc["(total)", "build_seconds"] == pytest.approx(measured["build_seconds"].sum())
+    assert frame.loc["a", "ideal_seconds"] == pytest.approx(64e-6)
+    row = frame.loc["a"]
+    assert row["share_of_bandwidth"] == pytest.approx(64_000 / row["build_seconds"] / 1e9)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_gpu_check_without_cuda(gpu_check, capsys):
+    assert gpu_check.main([]) == 2
+    assert "gpu_check: no CUDA device here" in capsys.readouterr().err
