@@ -110,6 +110,7 @@ def test_build_refused_exit_2(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # a fresh interpreter imports torchrec
 def test_build_subprocess_missing_pretrained(tmp_path, run_cli):
     cfg = tmp_path / "pre.yaml"
     cfg.write_text(
@@ -215,6 +216,7 @@ def test_snapshot_ls_errors_exit_2(capsys, tmp_path, run_dir, path, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # a fresh interpreter imports torchrec (twice)
 def test_snapshot_ls_subprocess(run_cli, run_dir):
     result = run_cli("snapshot", "ls", run_dir / "5")
     assert result.returncode == 0, result.stderr
