@@ -94,6 +94,7 @@ _LAZY: dict[str, str] = {
     "norm_history": "embviz.norms",
     "norm_stats": "embviz.norms",
     "project": "embviz.norms",
+    "row_norm_backend": "embviz.norms",
     "row_norm_throughput": "embviz.norms",
     "row_norms": "embviz.norms",
     "sample_rows": "embviz.norms",

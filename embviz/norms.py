@@ -27,10 +27,12 @@ import itertools
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -61,6 +63,7 @@ __all__ = [
     "norm_stats",
     "project",
     "resolve_snapshot",
+    "row_norm_backend",
     "row_norm_throughput",
     "row_norms",
     "sample_rows",
@@ -88,6 +91,8 @@ STAT_COLUMNS = [
 # Rows of fp32 work per CPU chunk: 1 MiB of float32 keeps a worker's buffer in its L2 cache while
 # each chunk still amortises the few microseconds of Python around its two torch calls.
 _CPU_CHUNK_BYTES = 2**20
+# Rows per task of the native kernel: about 4 MiB of table.
+_NATIVE_TASK_BYTES = 4 * 2**20
 # Below this many elements a table is done inline, without worker threads.
 _THREADED_MIN_ELEMENTS = 2**21
 # Buffers per worker may take this share of the budget; the rest covers thread stacks and the
@@ -291,6 +296,249 @@ def _worker_rows(cols: int, workers: int, budget: int, need_gather: bool, itemsi
     return max(1, min(target, cap)) if cap >= 1 else 0
 
 
+# --------------------------------------------------------------------------- native CPU kernel
+
+# torch's `vector_norm` over the last dim of a float tensor (ReduceOpsKernel.cpp, the
+# vectorised `norm_two_reduce_step` path) keeps one accumulator of LANES floats per row, adds
+# ``v * v`` lane by lane (a multiply then an add, no FMA), then sums the lanes in order, adds the
+# leftover columns one by one, and takes the square root. In torch's x86-64 builds GCC compiled
+# that leftover loop as four products rounded together (when 4 or more are left) then FMAs for
+# the rest; the kernel follows, so results equal torch's bit for bit at any width there (and
+# within an ulp elsewhere). This kernel does the same arithmetic,
+# so its results equal torch's bit for bit, but reads fp16/bf16 rows directly (no float32 copy),
+# with no Python between rows: on 2 cores it runs at memory speed where copy + vector_norm cannot.
+_NATIVE_SOURCE = r"""
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#ifndef LANES
+#define LANES 8
+#endif
+/* fp16/bf16 rows are widened SEG values at a time into a float buffer on the stack. */
+#define SEG (32 * LANES)
+
+/* acc[j] += v*v over `blocks` blocks of LANES values (vectorised by the compiler). */
+static inline void accumulate(float* acc, const float* r, int64_t blocks) {
+    for (int64_t b = 0; b < blocks; b++) {
+        for (int j = 0; j < LANES; j++) {
+            float v = r[b * LANES + j];
+            acc[j] = acc[j] + v * v;
+        }
+    }
+}
+
+/* Sum the lanes, add the `t` leftover values, take the root: torch's order of operations. */
+static inline float finish(const float* acc, const float* tail, int64_t t) {
+    float s = acc[0];
+    for (int j = 1; j < LANES; j++) s = s + acc[j];
+    int64_t d = 0;
+    if (t >= 4) {
+        for (; d < 4; d++) {
+            float p = tail[d] * tail[d];
+            s = s + p;
+        }
+    }
+    for (; d < t; d++) s = fmaf(tail[d], tail[d], s);
+    return sqrtf(s);
+}
+
+void embviz_row_norms_f32(const float* x, int64_t rows, int64_t cols, int64_t stride,
+                          float* out) {
+    int64_t blocks = cols / LANES;
+    for (int64_t i = 0; i < rows; i++) {
+        const float* r = x + i * stride;
+        float acc[LANES];
+        for (int j = 0; j < LANES; j++) acc[j] = 0.0f;
+        accumulate(acc, r, blocks);
+        out[i] = finish(acc, r + blocks * LANES, cols - blocks * LANES);
+    }
+}
+
+#define WIDENED_ROW_NORMS(NAME, T, WIDEN)                                          \
+void NAME(const T* x, int64_t rows, int64_t cols, int64_t stride, float* out) {    \
+    float buf[SEG];                                                                \
+    for (int64_t i = 0; i < rows; i++) {                                           \
+        const T* r = x + i * stride;                                               \
+        float acc[LANES];                                                          \
+        for (int j = 0; j < LANES; j++) acc[j] = 0.0f;                             \
+        int64_t d = 0;                                                             \
+        for (; cols - d > SEG; d += SEG) {                                         \
+            WIDEN(r + d, buf, SEG);                                                \
+            accumulate(acc, buf, SEG / LANES);                                     \
+        }                                                                          \
+        int64_t n = cols - d;                                                      \
+        WIDEN(r + d, buf, n);                                                      \
+        int64_t blocks = n / LANES;                                                \
+        accumulate(acc, buf, blocks);                                              \
+        out[i] = finish(acc, buf + blocks * LANES, n - blocks * LANES);            \
+    }                                                                              \
+}
+
+static inline void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        uint32_t bits = (uint32_t)src[k] << 16;
+        memcpy(dst + k, &bits, sizeof bits);
+    }
+}
+WIDENED_ROW_NORMS(embviz_row_norms_bf16, uint16_t, widen_bf16)
+
+#if defined(__F16C__)
+static inline void widen_f16(const uint16_t* src, float* dst, int64_t n) {
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + k))));
+    for (; k < n; k++) dst[k] = _cvtsh_ss(src[k]);
+}
+WIDENED_ROW_NORMS(embviz_row_norms_f16, uint16_t, widen_f16)
+int embviz_has_f16(void) { return 1; }
+#elif defined(__FLT16_MAX__) && !defined(__x86_64__) && !defined(__i386__)
+/* Other targets with a native half type (e.g. aarch64): the conversion is an instruction. */
+static inline void widen_f16(const uint16_t* src, float* dst, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        _Float16 h;
+        memcpy(&h, src + k, sizeof h);
+        dst[k] = (float)h;
+    }
+}
+WIDENED_ROW_NORMS(embviz_row_norms_f16, uint16_t, widen_f16)
+int embviz_has_f16(void) { return 1; }
+#else
+int embviz_has_f16(void) { return 0; }
+#endif
+
+int embviz_lanes(void) { return LANES; }
+"""
+
+_native_state: dict[str, Any] = {}
+_native_lock = threading.Lock()
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()
+
+
+def _native_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "embviz" / "native"
+
+
+def _build_native() -> Any:
+    """Compile (once per machine, cached) and load the row-norm kernel; None if impossible."""
+    import ctypes
+    import hashlib
+    import platform
+    import shutil
+    import subprocess
+    import tempfile
+
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = compiler or shutil.which("clang")
+    if compiler is None:
+        return None
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")()
+    lanes = 16 if "AVX512" in str(capability).upper() else 8
+    try:
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    key = hashlib.sha256(
+        "\0".join(
+            [_NATIVE_SOURCE, compiler, version, platform.machine(), _cpu_flags(), str(lanes)]
+        ).encode()
+    ).hexdigest()[:20]
+    folder = _native_cache_dir()
+    target = folder / f"rownorms-{key}.so"
+    if not target.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                source = Path(tmp) / "rownorms.c"
+                source.write_text(_NATIVE_SOURCE)
+                built = Path(tmp) / "rownorms.so"
+                # -ffp-contract=off: a multiply and an add, as torch's kernel (no FMA fusion).
+                base = [
+                    compiler,
+                    "-O3",
+                    "-std=c11",
+                    "-ffp-contract=off",
+                    "-fno-math-errno",
+                    f"-DLANES={lanes}",
+                    "-shared",
+                    "-fPIC",
+                    str(source),
+                    "-o",
+                    str(built),
+                ]
+                for flags in (["-march=native"], []):
+                    done = subprocess.run(
+                        [*base[:1], *flags, *base[1:]], capture_output=True, timeout=120
+                    )
+                    if done.returncode == 0:
+                        break
+                else:
+                    return None
+                os.replace(built, target)  # atomic: concurrent builders never see half a file
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError:
+        return None
+    kernels = {}
+    signature = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    names = {torch.float32: "embviz_row_norms_f32", torch.bfloat16: "embviz_row_norms_bf16"}
+    if lib.embviz_has_f16():
+        names[torch.float16] = "embviz_row_norms_f16"
+    for dtype, name in names.items():
+        fn = getattr(lib, name)
+        fn.argtypes = signature
+        fn.restype = None
+        kernels[dtype] = fn
+    return kernels
+
+
+def _native_kernel(dtype: torch.dtype) -> Any:
+    """The compiled kernel for ``dtype``, or None (disabled, no compiler, dtype not covered).
+
+    ``EMBVIZ_NATIVE=0`` turns it off; the torch-only path then runs (same results).
+    """
+    if os.environ.get("EMBVIZ_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    with _native_lock:
+        if "kernels" not in _native_state:
+            _native_state["kernels"] = _build_native()
+    kernels = _native_state["kernels"]
+    return None if kernels is None else kernels.get(dtype)
+
+
+def row_norm_backend(dtype: torch.dtype = torch.float32) -> Literal["native", "torch"]:
+    """Which implementation `row_norms` uses for a contiguous CPU table of ``dtype``.
+
+    ``"native"``: the compiled kernel (built on first use, see `row_norms`); ``"torch"``: torch
+    ops only, because ``EMBVIZ_NATIVE=0`` is set, no C compiler was found or the build failed,
+    or the dtype is not covered (float64). Both give the same norms.
+    """
+    return "native" if _native_kernel(dtype) is not None else "torch"
+
+
+# --------------------------------------------------------------------------- CPU paths
+
+
 def _norms_serial(
     out: torch.Tensor,
     src: torch.Tensor,
@@ -298,28 +546,21 @@ def _norms_serial(
     start: int,
     stop: int,
     chunk: int,
+    buffers: tuple[torch.Tensor | None, torch.Tensor | None],
 ) -> None:
-    """``out[i] = ||src[index[i] if index else i]||`` for ``start <= i < stop``, in chunks.
+    """``out[i] = ||src[index[i] if index else i]||`` for ``start <= i < stop``, with torch ops.
 
     Row slices of an fp32 table go straight into `torch.linalg.vector_norm`; anything else is
-    first copied into a float32 buffer of ``chunk`` rows (``copy_`` converts fp16 with F16C),
-    because the norm of an fp16 input with ``dtype=float32`` converts the whole input at once.
+    first copied into the float32 buffer (``copy_`` converts fp16 with F16C), because the norm of
+    an fp16 input with ``dtype=float32`` converts the whole input at once.
     """
     vector_norm = torch.linalg.vector_norm
-    direct = src.dtype == torch.float32 and index is None
-    cols = src.shape[1]
-    buf = None if direct else torch.empty((chunk, cols), dtype=torch.float32, device=src.device)
-    gathered = (
-        torch.empty((chunk, cols), dtype=src.dtype, device=src.device)
-        if index is not None and src.dtype != torch.float32
-        else None
-    )
+    buf, gathered = buffers
     for s in range(start, stop, chunk):
         e = min(s + chunk, stop)
-        if direct:
+        if buf is None:
             vector_norm(src[s:e], dim=1, out=out[s:e])
             continue
-        assert buf is not None
         b = buf[: e - s]
         if index is None:
             b.copy_(src[s:e])
@@ -344,27 +585,43 @@ def _norms_wide_rows(out: torch.Tensor, src: torch.Tensor, index: torch.Tensor |
         out[i] = math.sqrt(total)
 
 
-def _run_workers(n: int, workers: int, job: Any) -> None:
-    """Split ``range(n)`` into ``workers`` spans and run ``job(start, stop)`` on each in threads.
+def _run_workers(n: int, workers: int, task_rows: int, make_job: Any) -> None:
+    """Run ``job(start, stop)`` over ``range(n)`` in tasks of ``task_rows``, on worker threads.
 
-    Each worker runs torch with one intra-op thread, so two workers use two cores without
-    OpenMP teams fighting over them (a chunk loop of OpenMP-parallel calls collapses when another
-    process takes a core). The setting is per thread in OpenMP and MKL; the shared default is put
-    back before a worker ends.
+    Workers pull the next task when they finish one, so a core slowed by other work on the
+    machine takes fewer tasks instead of holding everyone up. Each worker runs torch with one
+    intra-op thread, so two workers use two cores without OpenMP teams competing for them (a loop
+    of OpenMP-parallel calls collapses when another process takes a core). That setting is per
+    thread in OpenMP and MKL; the shared default is put back before a worker ends.
+    ``make_job()`` is called once per worker (to give each its own buffers).
     """
     restore = torch.get_num_threads()
+    lock = threading.Lock()
+    cursor = [0]
 
-    def run(start: int, stop: int) -> None:
+    def run() -> None:
         torch.set_num_threads(1)
         try:
+            job = make_job()
             with torch.no_grad():
-                job(start, stop)
+                while True:
+                    with lock:
+                        start = cursor[0]
+                        cursor[0] = start + task_rows
+                    if start >= n:
+                        return
+                    job(start, min(start + task_rows, n))
         finally:
             torch.set_num_threads(restore)
 
-    bounds = [n * i // workers for i in range(workers + 1)]
+    if workers == 1:
+        with torch.no_grad():
+            job = make_job()
+            for start in range(0, n, task_rows):
+                job(start, min(start + task_rows, n))
+        return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embviz-norms") as pool:
-        futures = [pool.submit(run, bounds[i], bounds[i + 1]) for i in range(workers)]
+        futures = [pool.submit(run) for _ in range(workers)]
         for future in futures:
             future.result()
 
@@ -397,10 +654,26 @@ def _piece_norms(
                 else:
                     torch.linalg.vector_norm(x.float(), dim=1, out=out[s:e])
         return
-    need_gather = index is not None and src.dtype != torch.float32
     threads = max(1, torch.get_num_threads())
     threaded = threads > 1 and n * cols >= _THREADED_MIN_ELEMENTS
     workers = min(threads, n) if threaded else 1
+
+    kernel = _native_kernel(src.dtype) if index is None and src.stride(1) == 1 else None
+    if kernel is not None:
+        # No buffers at all: the kernel reads the rows in place and writes the norms.
+        base, stride, dest = src.data_ptr(), src.stride(0), out.data_ptr()
+        task_rows = max(1024, _NATIVE_TASK_BYTES // max(1, cols * itemsize))
+
+        def make_native_job() -> Any:
+            def job(a: int, b: int) -> None:
+                kernel(base + a * stride * itemsize, b - a, cols, stride, dest + a * 4)
+
+            return job
+
+        _run_workers(n, workers, task_rows, make_native_job)
+        return
+
+    need_gather = index is not None and src.dtype != torch.float32
     chunk = _worker_rows(cols, workers, budget, need_gather, itemsize)
     while chunk == 0 and workers > 1:
         workers -= 1
@@ -409,11 +682,19 @@ def _piece_norms(
         with torch.no_grad():
             _norms_wide_rows(out, src, index)
         return
-    if workers == 1:
-        with torch.no_grad():
-            _norms_serial(out, src, index, 0, n, chunk)
-        return
-    _run_workers(n, workers, lambda a, b: _norms_serial(out, src, index, a, b, chunk))
+    direct = src.dtype == torch.float32 and index is None
+
+    def make_job() -> Any:
+        buf = None if direct else torch.empty((chunk, cols), dtype=torch.float32)
+        gathered = torch.empty((chunk, cols), dtype=src.dtype) if need_gather else None
+
+        def job(a: int, b: int) -> None:
+            _norms_serial(out, src, index, a, b, chunk, (buf, gathered))
+
+        return job
+
+    # Tasks of a few chunks: few lock round trips, still fine-grained enough to balance.
+    _run_workers(n, workers, chunk * 8, make_job)
 
 
 def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
@@ -444,12 +725,17 @@ def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> 
 
     Notes
     -----
-    On the CPU the table is cut into spans, one per intra-op thread; each span runs in chunks of
-    about 1 MiB of float32 with one torch thread per worker: fp32 rows go straight into
-    `torch.linalg.vector_norm`, other dtypes are converted chunk by chunk into a preallocated
-    float32 buffer first. Beyond the result, at most `MEMORY_BUDGET_BYTES` (64 MiB) are
-    allocated, whatever the table size. Results equal
-    ``torch.linalg.vector_norm(weight.float(), dim=1)`` bit for bit.
+    On the CPU, one worker thread per intra-op thread (each running torch with one thread) pulls
+    row ranges from a shared queue. A small C kernel, compiled once per machine with the system's
+    C compiler and cached under ``~/.cache/embviz/native`` (``EMBVIZ_NATIVE=0`` turns it off),
+    reads fp32, fp16 and bf16 rows in place with the arithmetic of torch's own kernel: no buffer
+    at all, and memory speed on 2 cores. Without it (no compiler, float64, gathered rows, columns
+    not contiguous) torch ops run in chunks of about 1 MiB: fp32 rows straight into
+    `torch.linalg.vector_norm`, other dtypes first converted into a preallocated float32 buffer.
+    `row_norm_backend` says which is used. Either way, beyond the result at most
+    `MEMORY_BUDGET_BYTES` (64 MiB) are allocated, whatever the table size, and the norms equal
+    ``torch.linalg.vector_norm(weight.float(), dim=1)`` (bit for bit with torch's x86-64 builds;
+    within one ulp where a build orders the last additions differently).
 
     Raises
     ------
