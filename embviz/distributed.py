@@ -369,6 +369,7 @@ def build_sharded_from_config(
     scale: float | None = None,
     hbm_gib: float | None = None,
     batch_size: int = 512,
+    snapshot: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> ShardedBuild:
     """Plan ``cfg`` for ``nproc`` devices with `embviz.plan`, then `build_sharded` (the CLI's path).
@@ -392,6 +393,8 @@ def build_sharded_from_config(
         available RAM divided by ``nproc`` on the CPU.
     batch_size : int
         Per-rank batch size for the planner.
+    snapshot : str or path-like, optional
+        As `build_sharded` takes.
     progress : bool
         Passed on.
 
@@ -425,7 +428,9 @@ def build_sharded_from_config(
                 sharding_types={str(t): ["table_wise"] for t in replicated},
                 progress=progress,
             )
-    return build_sharded(cfg, placement, nproc, device=resolved, progress=progress)
+    return build_sharded(
+        cfg, placement, nproc, device=resolved, snapshot=snapshot, progress=progress
+    )
 
 
 def _free_gib(device: str, nproc: int) -> float:

@@ -8,7 +8,12 @@ import torch
 import embviz
 from embviz import Mode
 from embviz.cli import main
-from embviz.distributed import ShardError, build_sharded, cpu_sharding_plan
+from embviz.distributed import (
+    ShardError,
+    build_sharded,
+    build_sharded_from_config,
+    cpu_sharding_plan,
+)
 from embviz.memory import memory_table
 from embviz.plan import plan
 
@@ -44,19 +49,14 @@ def placement():
 def test_two_gloo_processes_measure_what_the_plan_predicts(tmp_path):
     cfg = config()
     started = time.perf_counter()
-    # Plan first (as the CLI does), forcing table_wise where the planner would replicate.
-    first = plan(cfg, gpus=2, hbm_gib=1, progress=False)
-    replicated = first.tables.loc[first.tables["sharding_type"] == "data_parallel", "table"]
-    placement = plan(
-        cfg,
-        gpus=2,
-        hbm_gib=1,
-        sharding_types={t: ["table_wise"] for t in replicated},
-        progress=False,
+    # The planner replicates the tiny table; on the CPU it is planned again as table_wise, so
+    # every table runs FBGEMM's fused kernels.
+    unconstrained = plan(cfg, gpus=2, hbm_gib=1, progress=False)
+    assert "data_parallel" in set(unconstrained.tables["sharding_type"])
+    result = build_sharded_from_config(
+        cfg, 2, device="cpu", hbm_gib=1, snapshot=tmp_path / "sharded", progress=False
     )
-    result = build_sharded(
-        cfg, placement, 2, device="cpu", snapshot=tmp_path / "sharded", progress=False
-    )
+    placement = result.placement
     assert time.perf_counter() - started < 90
     assert result.device == "cpu" and result.nproc == 2
     assert set(placement.tables["sharding_type"]) <= {"table_wise", "row_wise", "column_wise"}
