@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from embviz.norms import MEMORY_BUDGET_BYTES, row_norm_throughput, row_norms
+from embviz.norms import MEMORY_BUDGET_BYTES, row_norm_backend, row_norm_throughput, row_norms
 
 FP32_GOAL = 0.7
 FP16_GOAL = 0.5
@@ -202,10 +202,11 @@ def main() -> int:
             )
         )
 
+    backends = ", ".join(f"{d}: {row_norm_backend(getattr(torch, d))}" for d in ratio)
     print(
-        f"Row norms of a {rows:,} x {dim} table, 2-core CPU, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; started {started}, load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.\n"
+        f"Row norms of a {rows:,} x {dim} table, {os.cpu_count()}-core CPU, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, row_norms backend ({backends}); "
+        f"started {started}, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.\n"
     )
     print("| goal | measured | target | met |")
     print("| --- | --- | --- | --- |")
