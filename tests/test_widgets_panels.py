@@ -18,7 +18,7 @@ from embviz.build import (
     scale_config,
 )
 from embviz.memory import human_bytes, memory_table
-from embviz.widgets import BuildPanel
+from embviz.widgets import BuildPanel, CollectionEditor
 
 SCALE = 0.001  # the ranker at a thousandth of its rows: about 30 MiB on the CPU
 
@@ -126,3 +126,17 @@ def test_bad_scale_is_explained(ranker, scale):
     assert panel.error == f"scale must be a number in (0, 1], got {scale!r}"
     panel.controls["scale"].value = SCALE
     assert panel.error == ""
+
+
+def test_follows_an_editor(ranker):
+    editor = CollectionEditor(ranker)
+    panel = BuildPanel(editor, device="cpu", scale=SCALE, progress=False)
+    panel.controls["build"].click()
+    editor.controls("user_id")["num_embeddings"].value = "10,000,000"
+    assert panel.config == editor.config
+    assert panel.config.table("user_id").num_embeddings == 10_000_000
+    expected = preflight(editor.config, "cpu", scale=SCALE)
+    assert panel.preflight.needed_bytes == expected.needed_bytes
+    assert "press Build again" in text(panel.outputs["status"])
+    editor.controls("user_id")["num_embeddings"].value = "oops"  # invalid: panel keeps last valid
+    assert panel.config.table("user_id").num_embeddings == 10_000_000

@@ -12,7 +12,7 @@ import math
 import re
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 import ipywidgets as widgets
@@ -145,7 +145,10 @@ class FigureView:
         from matplotlib.figure import Figure
 
         # A bare Figure, not pyplot: no global figure registry, nothing shown twice in notebooks.
-        self.figure = Figure(figsize=figsize, layout="constrained")
+        # No layout engine on every draw: constrained layout runs in `refresh` only when the
+        # labels change (it costs as much as the drawing itself).
+        self.figure = Figure(figsize=figsize)
+        self._layout_key: Hashable = object()
         self.ax = self.figure.add_subplot()
         ipympl = _ipympl_canvas_class() if interactive is not False else None
         if interactive and ipympl is None:
@@ -174,8 +177,17 @@ class FigureView:
         if css_class:
             self.widget.add_class(css_class)
 
-    def refresh(self) -> None:
-        """Show the Figure's current artists (call after changing them)."""
+    def refresh(self, layout_key: Hashable = None) -> None:
+        """Show the Figure's current artists (call after changing them).
+
+        ``layout_key`` summarises what the layout depends on (e.g. the tick labels); the
+        constrained layout is recomputed when it differs from the last one.
+        """
+        if layout_key is None or layout_key != self._layout_key:
+            from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+            ConstrainedLayoutEngine().execute(self.figure)
+            self._layout_key = layout_key
         if self.interactive:
             self.widget.draw_idle()
         else:

@@ -9,6 +9,7 @@ and the outputs keep showing the last valid config until the input is valid agai
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import os
@@ -62,13 +63,13 @@ _SHOWN_TABLE_FIELDS = ("name", "num_embeddings", "embedding_dim", "data_type", "
 _WIDTHS = {
     "name": "170px",
     "num_embeddings": "125px",
-    "steps": "76px",
+    "steps": "80px",
     "embedding_dim": "72px",
     "data_type": "72px",
     "optimizer": "92px",
     "lr": "84px",
     "log": "34px",
-    "actions": "76px",
+    "actions": "80px",
 }
 _HEADERS = {
     "name": "table",
@@ -91,18 +92,25 @@ _BYTE_HEADERS = {
     "planner_bytes": "planner estimate",
 }
 _ROW_CACHE_LIMIT = 20_000
+MEMORY_FIGSIZE = (7.4, 4.4)
+DTYPE_FIGSIZE = (7.4, 4.4)
+PLACEMENT_FIGSIZE = (6.4, 3.6)
 
 _STYLE = """
 <style>
-.embviz-memory-table table {border-collapse: collapse; font-size: 12px;}
-.embviz-memory-table th, .embviz-memory-table td {padding: 2px 8px; text-align: right;
+.embviz-memory-table table, .embviz-placement-table table {border-collapse: collapse;
+  font-size: 12px; margin-bottom: 6px;}
+.embviz-memory-table th, .embviz-memory-table td,
+.embviz-placement-table th, .embviz-placement-table td {padding: 2px 8px; text-align: right;
   border-bottom: 1px solid var(--jp-border-color2, #ddd); white-space: nowrap;}
-.embviz-memory-table th:first-child, .embviz-memory-table td:first-child {text-align: left;}
-.embviz-memory-table td.embviz-note {text-align: left; white-space: normal; max-width: 28em;
-  color: var(--jp-ui-font-color2, #666);}
+.embviz-memory-table th:first-child, .embviz-memory-table td:first-child,
+.embviz-placement-table th:first-child, .embviz-placement-table td:first-child {
+  text-align: left;}
 .embviz-memory-table tr.embviz-total-row td {font-weight: bold;
   border-top: 2px solid var(--jp-border-color1, #999);}
 .embviz-memory-table td.embviz-differs {text-decoration: underline dotted;}
+.embviz-memory-table ol.embviz-notes {font-size: 12px; color: var(--jp-ui-font-color2, #666);
+  margin: 4px 0 0 0;}
 </style>
 """
 
@@ -129,8 +137,6 @@ def _capture_validation(func, *args: Any) -> tuple[Any, list[tuple[str, str]], l
             result, problems = func(*args), []
         except ValidationError as exc:
             result, problems = None, ConfigError.from_validation_error(exc).problems
-        except ConfigError as exc:
-            result, problems = None, exc.problems
     notes = []
     for item in caught:
         if issubclass(item.category, FusedKernelWarning):
@@ -163,11 +169,12 @@ class _TableRow:
         self.num_embeddings = widgets.Text(
             value=format_count(table.num_embeddings), layout=layout("num_embeddings")
         )
+        small = {"width": "38px", "padding": "0"}
         self.times10 = widgets.Button(
-            description="×10", tooltip="10 times the rows", layout=widgets.Layout(width="36px")
+            description="×10", tooltip="10 times the rows", layout=widgets.Layout(**small)
         )
         self.divide10 = widgets.Button(
-            description="÷10", tooltip="a tenth of the rows", layout=widgets.Layout(width="36px")
+            description="÷10", tooltip="a tenth of the rows", layout=widgets.Layout(**small)
         )
         self.embedding_dim = widgets.IntText(
             value=table.embedding_dim, continuous_update=True, layout=layout("embedding_dim")
@@ -188,10 +195,10 @@ class _TableRow:
         )
         self.log.layout = layout("log")
         self.duplicate = widgets.Button(
-            description="⧉", tooltip="duplicate this table", layout=widgets.Layout(width="36px")
+            icon="copy", tooltip="duplicate this table", layout=widgets.Layout(**small)
         )
         self.remove = widgets.Button(
-            description="✕", tooltip="remove this table", layout=widgets.Layout(width="36px")
+            icon="trash", tooltip="remove this table", layout=widgets.Layout(**small)
         )
         self.message = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
         for field in ROW_FIELDS:
@@ -311,6 +318,12 @@ class CollectionEditor(widgets.VBox):
         Section holding the tables when ``cfg`` is a path (``"model.embeddings"``).
     interactive_figures : bool, optional
         ipympl canvases (default when ipympl is installed) or static PNG images.
+    figure_delay_s : float
+        In a running kernel, redraw the figures this long after the last edit (0: after every
+        edit). The table, total and fit always follow every edit.
+    max_figure_tables : int
+        Bars per figure: the largest tables, the rest summed into one bar (the plot
+        functions' ``max_tables``).
 
     Attributes
     ----------
@@ -345,6 +358,8 @@ class CollectionEditor(widgets.VBox):
         adagrad: str = "exact",
         key: str | None = None,
         interactive_figures: bool | None = None,
+        figure_delay_s: float = 0.25,
+        max_figure_tables: int = 20,
     ):
         super().__init__()
         self.add_class("embviz-editor")
@@ -361,10 +376,13 @@ class CollectionEditor(widgets.VBox):
         self._fit: GpuFit | None = None
         self._drawn: dict[str, Any] = {}
         self._row_html: dict[tuple[Any, ...], str] = {}
+        self._note_numbers: dict[str, int] = {}
         self._placement: Any = None
         self._placement_key: tuple[Any, ...] | None = None
         self._question_problems: dict[str, str] = {}
         self._last_exception = ""
+        self._figure_delay_s = figure_delay_s
+        self._pending_draw: asyncio.TimerHandle | None = None
 
         self._exceptions = widgets.Output(layout=widgets.Layout(display="none"))
         self._exceptions.add_class("embviz-exceptions")
@@ -372,7 +390,7 @@ class CollectionEditor(widgets.VBox):
 
         self._build_question(gpus, hbm_gib, optimizer_state, mode, adagrad)
         self._build_io(key)
-        self._build_outputs(interactive_figures)
+        self._build_outputs(interactive_figures, max_figure_tables)
         self._rows_box = widgets.VBox(
             layout=widgets.Layout(max_height="430px", overflow="auto", flex="0 0 auto")
         )
@@ -393,10 +411,8 @@ class CollectionEditor(widgets.VBox):
             widgets.HBox([self._add_button, self._export_button, self._download]),
             self._yaml,
             widgets.HBox([self._total, self._fit_html]),
-            widgets.HBox([self._memory_view.widget, self._dtype_view.widget]),
+            self._tabs,
             self._table_html,
-            widgets.HBox([self._plan_button, self._placement_status]),
-            widgets.HBox([self._placement_view.widget, self._placement_html]),
             self._exceptions,
         ]
         self._load_rows(cfg)
@@ -471,23 +487,27 @@ class CollectionEditor(widgets.VBox):
         self._status = widgets.HTML()
         self._status.add_class("embviz-status")
 
-    def _build_outputs(self, interactive: bool | None) -> None:
+    def _build_outputs(self, interactive: bool | None, max_figure_tables: int) -> None:
         self._total = widgets.HTML(layout=widgets.Layout(margin="0 24px 0 0"))
         self._total.add_class("embviz-total")
         self._fit_html = widgets.HTML()
         self._fit_html.add_class("embviz-fit")
         self._table_html = widgets.HTML()
         self._table_html.add_class("embviz-memory-table")
+        self._max_figure_tables = max_figure_tables
         self._memory_view = FigureView(
-            (6.4, 4.2), interactive=interactive, css_class="embviz-memory-figure"
+            MEMORY_FIGSIZE, interactive=interactive, css_class="embviz-memory-figure"
         )
         self._dtype_view = FigureView(
-            (5.4, 4.2), interactive=interactive, css_class="embviz-dtype-figure"
+            DTYPE_FIGSIZE, interactive=interactive, css_class="embviz-dtype-figure"
         )
         self._placement_view = FigureView(
-            (6.4, 3.6), interactive=interactive, css_class="embviz-placement-figure"
+            PLACEMENT_FIGSIZE, interactive=interactive, css_class="embviz-placement-figure"
         )
         self._placement_view.widget.layout.display = "none"
+        self._placement_html = widgets.HTML()
+        self._placement_html.add_class("embviz-placement-table")
+        self._plan_output = widgets.Output()
         self._plan_button = widgets.Button(
             description="Plan placement", icon="sitemap", tooltip="run torchrec's planner"
         )
@@ -495,7 +515,25 @@ class CollectionEditor(widgets.VBox):
         self._plan_button.on_click(self._guard(lambda _: self.plan_placement()))
         self._placement_status = widgets.HTML()
         self._placement_status.add_class("embviz-placement-status")
-        self._placement_html = widgets.HTML()
+        # One figure shown at a time: an edit redraws the visible one, the others when their
+        # tab is opened (or `figures` is read).
+        self._tabs = widgets.Tab(
+            children=[
+                self._memory_view.widget,
+                self._dtype_view.widget,
+                widgets.VBox(
+                    [
+                        widgets.HBox([self._plan_button, self._placement_status]),
+                        self._plan_output,
+                        self._placement_view.widget,
+                        self._placement_html,
+                    ]
+                ),
+            ],
+            titles=["memory per table", "fp32 vs fp16", "placement"],
+        )
+        self._tabs.add_class("embviz-figure-tabs")
+        self._tabs.observe(self._guard(lambda _: self._draw_visible()), names="selected_index")
 
     # ------------------------------------------------------------------ public API
 
@@ -517,7 +555,14 @@ class CollectionEditor(widgets.VBox):
 
     @property
     def figures(self) -> dict[str, Any]:
-        """The editor's matplotlib Figures: ``"memory"``, ``"dtype"``, ``"placement"``."""
+        """The editor's matplotlib Figures: ``"memory"``, ``"dtype"``, ``"placement"``.
+
+        Made once and redrawn in place. Reading this property first brings every figure up to
+        date (an edit redraws only the figure whose tab is open).
+        """
+        self._cancel_pending_draw()
+        self._draw("memory", False)
+        self._draw("dtype", False)
         return {
             "memory": self._memory_view.figure,
             "dtype": self._dtype_view.figure,
@@ -579,7 +624,8 @@ class CollectionEditor(widgets.VBox):
 
         Keys: ``status`` (the status line), ``total``, ``fit``, ``table`` (the memory table),
         ``placement`` (the planner's status line), all HTML; ``exceptions`` (the Output that
-        receives tracebacks of unexpected errors in callbacks).
+        receives tracebacks of unexpected errors in callbacks); ``tabs`` (the Tab holding the
+        figures: memory, fp32 vs fp16, placement).
         """
         return {
             "status": self._status,
@@ -588,6 +634,7 @@ class CollectionEditor(widgets.VBox):
             "table": self._table_html,
             "placement": self._placement_status,
             "exceptions": self._exceptions,
+            "tabs": self._tabs,
         }
 
     @property
@@ -689,22 +736,34 @@ class CollectionEditor(widgets.VBox):
             )
             return None
         self._placement_status.value = message_html("planning with torchrec's planner ...", "")
-        gpus, hbm_gib = self._gpus.value, self._hbm.value
+        key = self._plan_key()
+        _, gpus, hbm_gib, mode, adagrad = key
+        self._plan_output.clear_output()
         try:
-            placement = plan(self.config, gpus, hbm_gib)
-        except EmbvizError as exc:
+            with self._plan_output:  # the planner's progress bar, when it searches
+                placement = plan(
+                    self.config, gpus, hbm_gib, mode=mode, adagrad=adagrad, progress=True
+                )
+        except EmbvizError as exc:  # PlanError (no placement, min GPUs), PlanArgumentError
             self._placement_status.value = message_html(str(exc), ERROR_COLOR, "embviz-plan-error")
             return None
-        self._placement = placement
-        self._placement_key = (self.config, gpus, hbm_gib)
+        self._placement, self._placement_key = placement, key
         view = self._placement_view
-        view.ax.clear()
-        plot_placement(placement, ax=view.ax, hbm_bytes=round(hbm_gib * 1024**3))
+        plot_placement(placement, ax=view.ax, hbm_bytes=placement.hbm_bytes)
         view.widget.layout.display = None
         view.refresh()
-        self._placement_html.value = placement.ranks.to_html(classes="embviz-placement-table")
+        self._placement_html.value = _placement_html(placement)
         self._show_placement_state()
         return placement
+
+    def _plan_key(self) -> tuple[Any, ...]:
+        return (
+            self.config,
+            self._gpus.value,
+            self._hbm.value,
+            self._mode.value,
+            self._adagrad.value,
+        )
 
     # ------------------------------------------------------------------ rows
 
@@ -839,10 +898,14 @@ class CollectionEditor(widgets.VBox):
         )
 
     def _load_from(self, read) -> None:
-        cfg, problems, _ = _capture_validation(read)
-        if cfg is None:
-            self._show_load_error(str(ConfigError(problems)))
-            return
+        # FusedKernelWarning of a loaded table shows in its row (validated again there).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FusedKernelWarning)
+            try:
+                cfg = read()
+            except ConfigError as exc:  # names the file, the place in it, and the problem
+                self._show_load_error(str(exc))
+                return
         self._load_rows(cfg)
         self._load_message.value = message_html(
             f"loaded {len(cfg.tables)} tables", OK_COLOR, "embviz-load-ok"
@@ -959,11 +1022,42 @@ class CollectionEditor(widgets.VBox):
         except MemoryArgumentError as exc:
             self._question_problems[exc.argument] = str(exc)
         self._show_fit()
-        self._draw("memory", force)
-        self._draw("dtype", force)
+        self._schedule_draws(force)
         for name, control in self.settings.items():
             mark_invalid(control, self._question_problems.get(name, ""))
         self._show_placement_state()
+
+    def _schedule_draws(self, force: bool) -> None:
+        """Redraw the visible figure now, or, inside a running kernel, once typing pauses.
+
+        In a kernel, the figure is redrawn `figure_delay_s` after the last edit (each new edit
+        restarts the wait): the table, total and fit follow every keystroke, while the figure,
+        which takes far longer to draw, is drawn once per burst instead of once per key.
+        Without a running event loop (scripts, tests) it is redrawn at once. Figures in closed
+        tabs are redrawn when their tab opens.
+        """
+        self._cancel_pending_draw()
+        loop = _running_loop()
+        if force:
+            self._draw("memory", True)
+            self._draw("dtype", True)
+        elif loop is None or self._figure_delay_s <= 0:
+            self._draw_visible()
+        else:
+            self._pending_draw = loop.call_later(
+                self._figure_delay_s, self._guard(self._draw_visible)
+            )
+
+    def _cancel_pending_draw(self) -> None:
+        if self._pending_draw is not None:
+            self._pending_draw.cancel()
+            self._pending_draw = None
+
+    def _draw_visible(self) -> None:
+        self._pending_draw = None
+        visible = {0: "memory", 1: "dtype"}.get(self._tabs.selected_index)
+        if visible is not None:
+            self._draw(visible, False)
 
     def _draw(self, which: str, force: bool) -> None:
         """Redraw one figure from the current frame, when what it shows changed."""
@@ -980,12 +1074,18 @@ class CollectionEditor(widgets.VBox):
         if not force and self._drawn.get(which) == key:
             return
         self._drawn[which] = key
-        view.ax.clear()
+        # The plot functions clear the Axes and draw again on it: the Figure stays the same.
         if which == "memory":
-            plot_memory(frame, ax=view.ax, budget_bytes=budget, sort=True)
+            plot_memory(
+                frame,
+                ax=view.ax,
+                budget_bytes=budget,
+                sort=True,
+                max_tables=self._max_figure_tables,
+            )
         else:
-            plot_dtype_savings(frame, ax=view.ax)
-        view.refresh()
+            plot_dtype_savings(frame, ax=view.ax, max_tables=self._max_figure_tables)
+        view.refresh(_layout_key(view.ax))
 
     def _show_fit(self) -> None:
         fit = self._fit
@@ -1020,7 +1120,6 @@ class CollectionEditor(widgets.VBox):
                 "optimizer",
                 *_BYTE_HEADERS.values(),
                 "log",
-                "notes",
             )
         )
         if len(self._row_html) > _ROW_CACHE_LIMIT:
@@ -1029,45 +1128,114 @@ class CollectionEditor(widgets.VBox):
         for record in frame.itertuples():
             html_row = self._row_html.get(record)
             if html_row is None:
-                html_row = self._row_html[record] = _memory_row_html(record)
+                html_row = self._row_html[record] = _memory_row_html(record, self._note_numbers)
             body.append(html_row)
+        # Notes as numbered footnotes: a handful of distinct texts, numbered once per editor so
+        # the cached rows keep their numbers.
+        present = set(frame["note"]) | set(frame["planner_note"])
+        footnotes = "".join(
+            f"<li value={number}>{html.escape(note)}</li>"
+            for note, number in self._note_numbers.items()
+            if note in present
+        )
         total_cells = "".join(
             f'<td title="{format_count(sums[c])} bytes">{human_bytes(sums[c])}</td>'
             for c in _BYTE_HEADERS
         )
         body.append(
             f'<tr class="embviz-total-row"><td>total ({len(frame)} tables)</td>'
-            f"<td></td><td></td><td></td><td></td>{total_cells}<td></td><td></td></tr>"
+            f"<td></td><td></td><td></td><td></td>{total_cells}<td></td></tr>"
         )
         self._table_html.value = (
             f'<div style="max-height:360px; overflow:auto"><table><thead><tr>{headers}</tr>'
             f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+            + (f'<ol class="embviz-notes">{footnotes}</ol>' if footnotes else "")
         )
 
     def _show_placement_state(self) -> None:
         if self._placement is None:
             return
-        current = (self.config, self._gpus.value, self._hbm.value)
+        current = self._plan_key()
         if current == self._placement_key:
-            tables, gpus, hbm_gib = len(self.config.tables), *current[1:]
+            tables, gpus, hbm_gib = len(self.config.tables), *current[1:3]
             self._placement_status.value = message_html(
-                f"placement of {tables} tables on {gpus} x {hbm_gib:g} GiB", OK_COLOR
+                f"torchrec's placement of {tables} tables on {gpus} x {hbm_gib:g} GiB "
+                f"({current[3]}, adagrad {current[4]})",
+                OK_COLOR,
+                "embviz-plan-ok",
             )
         else:
             self._placement_status.value = message_html(
-                "the placement below is for an earlier config or GPU count: press Plan again",
+                "the placement below is for an earlier config or question: press Plan again",
                 WARN_COLOR,
                 "embviz-plan-stale",
             )
 
 
-def _memory_row_html(record: Any) -> str:
-    """One ``<tr>`` of the memory table, from a `memory_table` row (exact bytes in tooltips)."""
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running this callback (a Jupyter kernel's), or None (scripts, tests)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _layout_key(ax: Any) -> tuple[Any, ...]:
+    """What the figure's margins depend on: the set of table labels and the legend entries.
+
+    The title's text changes with every edit but not its height, so it is left out; so is the
+    labels' order (the bars are sorted by size).
+    """
+    return (
+        tuple(sorted(t.get_text() for t in ax.get_yticklabels())),
+        tuple(ax.get_legend_handles_labels()[1]),
+    )
+
+
+def _placement_html(placement: Any) -> str:
+    """Per-rank and per-table tables of a `embviz.plan.Placement` (human sizes, exact tooltips)."""
+    from embviz.memory import human_bytes
+
+    def size(n: Any) -> str:
+        return f'<td title="{format_count(int(n))} bytes">{human_bytes(int(n))}</td>'
+
+    ranks = "".join(
+        f"<tr><td>{int(r.rank)}</td>{size(r.hbm_bytes)}{size(r.table_bytes)}"
+        f"<td>{int(r.num_shards)}</td>"
+        f'<td style="text-align:left">{html.escape(", ".join(r.tables))}</td></tr>'
+        for r in placement.ranks.itertuples(index=False)
+    )
+    tables = "".join(
+        f"<tr><td>{html.escape(t.table)}</td><td>{html.escape(t.sharding_type)}</td>"
+        f"<td>{html.escape(t.compute_kernel)}</td>"
+        f"<td>{html.escape(', '.join(str(int(r)) for r in t.ranks))}</td>"
+        f"{size(t.table_bytes)}{size(t.hbm_bytes)}</tr>"
+        for t in placement.tables.itertuples(index=False)
+    )
+    return (
+        "<table><thead><tr><th>rank</th><th>planner HBM</th><th>table bytes</th>"
+        f"<th>shards</th><th>tables</th></tr></thead><tbody>{ranks}</tbody></table>"
+        '<div style="max-height:300px; overflow:auto"><table><thead><tr><th>table</th>'
+        "<th>sharding</th><th>kernel</th><th>ranks</th><th>table bytes</th>"
+        f"<th>planner HBM</th></tr></thead><tbody>{tables}</tbody></table></div>"
+    )
+
+
+def _memory_row_html(record: Any, note_numbers: dict[str, int]) -> str:
+    """One ``<tr>`` of the memory table, from a `memory_table` row (exact bytes in tooltips).
+
+    ``note_numbers`` maps a note's text to its footnote number; new notes are added to it.
+    """
     from embviz.memory import human_bytes
 
     values = record._asdict()
+    marks = []
+    for note in (values["note"], values["planner_note"]):
+        if note:
+            number = note_numbers.setdefault(note, len(note_numbers) + 1)
+            marks.append(f'<sup title="{html.escape(note)}">{number}</sup>')
     cells = [
-        f"<td>{html.escape(str(values['Index']))}</td>",
+        f"<td>{html.escape(str(values['Index']))}{''.join(marks)}</td>",
         f"<td>{format_count(values['num_embeddings'])}</td>",
         f"<td>{values['embedding_dim']}</td>",
         f"<td>{values['data_type']}</td>",
@@ -1082,6 +1250,4 @@ def _memory_row_html(record: Any) -> str:
             title += f": {values['planner_note']}"
         cells.append(f'<td{klass} title="{html.escape(title)}">{human_bytes(n)}</td>')
     cells.append(f"<td>{'●' if values['logged'] else ''}</td>")
-    notes = "; ".join(n for n in (values["note"], values["planner_note"]) if n)
-    cells.append(f'<td class="embviz-note">{html.escape(notes)}</td>')
     return f"<tr>{''.join(cells)}</tr>"
