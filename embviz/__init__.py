@@ -105,6 +105,7 @@ _LAZY: dict[str, str] = {
     "build_sharded": "embviz.distributed",
     "BuildPanel": "embviz.widgets",
     "CollectionEditor": "embviz.widgets",
+    "NormsPanel": "embviz.widgets",
 }
 
 __all__ = [

@@ -7,6 +7,7 @@ import html
 import pandas as pd
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 import embviz
 from embviz.build import (
@@ -18,7 +19,24 @@ from embviz.build import (
     scale_config,
 )
 from embviz.memory import human_bytes, memory_table
-from embviz.widgets import BuildPanel, CollectionEditor
+from embviz.norms import (
+    UnknownEntityError,
+    fp16_error_table,
+    nearest,
+    norm_histogram,
+    norm_history,
+    norm_stats,
+    project,
+)
+from embviz.plots.norms import (
+    plot_fp16_tradeoff,
+    plot_norm_bands,
+    plot_norm_histograms,
+    plot_projection,
+)
+from embviz.snapshots import read_table
+from embviz.vocab import load_vocab
+from embviz.widgets import BuildPanel, CollectionEditor, NormsPanel
 
 SCALE = 0.001  # the ranker at a thousandth of its rows: about 30 MiB on the CPU
 
@@ -140,3 +158,186 @@ def test_follows_an_editor(ranker):
     assert "press Build again" in text(panel.outputs["status"])
     editor.controls("user_id")["num_embeddings"].value = "oops"  # invalid: panel keeps last valid
     assert panel.config.table("user_id").num_embeddings == 10_000_000
+
+
+# --------------------------------------------------------------------------- NormsPanel
+
+
+def drawn(fig) -> list:
+    """What a figure shows: bars, lines, collections' points, texts, per Axes."""
+    out = []
+    for ax in fig.axes:
+        out.append(
+            (
+                [(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in ax.patches],
+                [line.get_xydata().tolist() for line in ax.lines],
+                [c.get_offsets().tolist() for c in ax.collections if hasattr(c, "get_offsets")],
+                [t.get_text() for t in ax.get_yticklabels()] if ax.get_yscale() == "linear" else [],
+                ax.get_title(),
+                ax.get_xlabel(),
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from embviz.demo import train_demo
+
+    return train_demo(
+        tmp_path_factory.mktemp("norms") / "run",
+        scale=0.05,
+        steps=40,
+        checkpoint_every=20,
+        progress=False,
+    )
+
+
+@pytest.fixture
+def panel(run) -> NormsPanel:
+    return NormsPanel(run.save_dir, config=run.config)
+
+
+def snapshot(run, step: int) -> str:
+    return str(run.save_dir / str(step))
+
+
+def test_opens_a_checkpoint_folder_at_its_last_step(panel, run):
+    assert (panel.table, panel.step) == ("user", 40)
+    assert panel.controls["step"].options == (0, 20, 40)
+    assert panel.controls["table"].options == ("user", "tweet")  # tables_to_log first
+    expected = norm_stats(
+        snapshot(run, 40), tables=["user"], initial=snapshot(run, 0), progress=False
+    )
+    pd.testing.assert_frame_equal(panel.data["stats"], expected)
+    assert f"{expected.loc['user', 'mean']:.4g}" in panel.outputs["stats"].value
+    assert panel.error == ""
+
+
+def test_histogram_is_the_functions(panel, run):
+    hist = norm_histogram(snapshot(run, 40), tables=["user"], progress=False)
+    pd.testing.assert_frame_equal(panel.data["histogram"], hist)
+    direct = Figure(figsize=(6.4, 3.8))
+    plot_norm_histograms(hist, panel.data["stats"], axes=direct.add_subplot(), tables=["user"])
+    assert drawn(panel.figures["histogram"]) == drawn(direct)
+
+
+def test_bands_over_steps_mark_the_step_shown(panel, run):
+    panel.outputs["tabs"].selected_index = 1
+    history = norm_history(run.save_dir, tables=["user"], initial="first", progress=False)
+    pd.testing.assert_frame_equal(panel.data["history"], history)
+    ax = panel.figures["bands"].axes[0]
+    direct = Figure()
+    plot_norm_bands(history, axes=direct.add_subplot(), tables=["user"])
+    drawn_lines = [line.get_xydata().tolist() for line in ax.lines]
+    direct_lines = [line.get_xydata().tolist() for line in direct.axes[0].lines]
+    assert drawn_lines[:-1] == direct_lines
+    assert drawn_lines[-1][0][0] == 40  # the step marker
+    panel.controls["step"].value = 20
+    assert panel.figures["bands"].axes[0].lines[-1].get_xdata()[0] == 20
+    assert panel.data["history"] is history or panel.data["history"].equals(history)
+
+
+def test_step_slider_moves_every_view(panel, run):
+    panel.controls["step"].value = 0
+    expected = norm_stats(
+        snapshot(run, 0), tables=["user"], initial=snapshot(run, 0), progress=False
+    )
+    pd.testing.assert_frame_equal(panel.data["stats"], expected)
+    assert expected.loc["user", "unchanged_share"] == 1.0
+    pd.testing.assert_frame_equal(
+        panel.data["histogram"], norm_histogram(snapshot(run, 0), tables=["user"], progress=False)
+    )
+
+
+def test_projection_is_the_functions(panel, run):
+    panel.outputs["tabs"].selected_index = 2
+    weight = read_table(snapshot(run, 40), "user")
+    vocab = load_vocab(run.config.table("user").vocab)
+    expected = project(weight, n=5000, vocab=vocab)
+    pd.testing.assert_frame_equal(panel.data["projection"], expected)
+    direct = Figure(figsize=(6.0, 4.8), layout="constrained")
+    plot_projection(expected, ax=direct.add_subplot())
+    assert drawn(panel.figures["projection"])[0] == drawn(direct)[0]
+
+
+def test_neighbours_of_an_entity_id(panel, run):
+    entity = int(run.entities["user"]["entity_id"].iloc[5])
+    panel.controls["query"].value = f"{entity}"
+    panel.controls["k"].value = 5
+    panel.controls["metric"].value = "l2"
+    panel.controls["find"].click()
+    weight = read_table(snapshot(run, 40), "user")
+    vocab = load_vocab(run.config.table("user").vocab)
+    expected = nearest(weight, entity, k=5, metric="l2", vocab=vocab)
+    pd.testing.assert_frame_equal(panel.data["neighbours"], expected)
+    shown = panel.outputs["neighbours"].value
+    assert f"5 nearest to entity {entity}" in shown
+    assert all(str(int(e)) in shown for e in expected["entity_id"])
+
+
+def test_unknown_entity_and_bad_query_are_messages(panel, run):
+    panel.controls["query"].value = "123456789123"
+    panel.controls["find"].click()
+    with pytest.raises(UnknownEntityError) as expected:
+        nearest(
+            read_table(snapshot(run, 40), "user"),
+            123456789123,
+            vocab=load_vocab(run.config.table("user").vocab),
+        )
+    assert str(expected.value) in text(panel.outputs["neighbours"])
+    panel.controls["query"].value = "abc"
+    panel.controls["find"].click()
+    assert "type an integer entity id" in text(panel.outputs["neighbours"])
+    assert panel.outputs["exceptions"].outputs == ()
+
+
+def test_fp16_error_beside_the_bytes_saved(panel, run):
+    panel.outputs["tabs"].selected_index = 4
+    errors = fp16_error_table(snapshot(run, 40), tables=["user"], progress=False)
+    pd.testing.assert_frame_equal(panel.data["fp16"], errors)
+    direct = Figure(figsize=(8.0, 2.6))
+    plot_fp16_tradeoff(
+        errors, memory_table(run.config).loc[["user"]], axes=direct.subplots(1, 2, sharey=True)
+    )
+    assert drawn(panel.figures["fp16"]) == drawn(direct)
+
+
+def test_fp16_without_a_config_says_what_is_missing(run):
+    panel = NormsPanel(run.save_dir)
+    panel.outputs["tabs"].selected_index = 4
+    assert "pass the config" in panel.outputs["fp16"].value
+    assert "fp16" in panel.data
+
+
+def test_switching_tables(panel, run):
+    panel.controls["table"].value = "tweet"
+    expected = norm_stats(
+        snapshot(run, 40), tables=["tweet"], initial=snapshot(run, 0), progress=False
+    )
+    pd.testing.assert_frame_equal(panel.data["stats"], expected)
+
+
+def test_live_collection_and_single_snapshot(panel, run):
+    panel.load(run.collection)
+    assert panel.step is None
+    assert panel.controls["step"].layout.display == "none"
+    pd.testing.assert_frame_equal(
+        panel.data["stats"], norm_stats(run.collection, tables=["user"], progress=False)
+    )
+    panel.load(snapshot(run, 20))
+    assert panel.step is None
+    pd.testing.assert_frame_equal(
+        panel.data["stats"], norm_stats(snapshot(run, 20), tables=["user"], progress=False)
+    )
+    assert "snapshot" in panel.outputs["source"].value
+
+
+def test_bad_source_keeps_the_current_one(panel, run, tmp_path):
+    panel.controls["path"].value = str(tmp_path / "missing")
+    panel.controls["open"].click()
+    assert "missing" in panel.error and "no such snapshot" in panel.error
+    assert "embviz-norms-error" in panel.outputs["message"].value
+    assert (panel.table, panel.step) == ("user", 40)
+    panel.load(42)
+    assert "source must be a checkpoint folder" in panel.error

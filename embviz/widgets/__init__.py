@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from embviz.widgets.build_panel import BuildPanel
 from embviz.widgets.editor import CollectionEditor
+from embviz.widgets.norms_panel import NormsPanel
 
-__all__ = ["BuildPanel", "CollectionEditor"]
+__all__ = ["BuildPanel", "CollectionEditor", "NormsPanel"]

@@ -133,6 +133,11 @@ class FigureView:
         Force ipympl (True) or the static image (False); by default ipympl when importable.
     css_class : str
         Class added to the widget, for browser tests and styling.
+    ncols : int
+        Axes side by side (``axes``; ``ax`` is the first), sharing y when more than one.
+    relayout_always : bool
+        Constrained layout on every draw (figures that add Axes, e.g. a colorbar) instead of
+        only when `refresh` is told the layout changed.
     """
 
     def __init__(
@@ -141,15 +146,18 @@ class FigureView:
         *,
         interactive: bool | None = None,
         css_class: str = "",
+        ncols: int = 1,
+        relayout_always: bool = False,
     ):
         from matplotlib.figure import Figure
 
         # A bare Figure, not pyplot: no global figure registry, nothing shown twice in notebooks.
         # No layout engine on every draw: constrained layout runs in `refresh` only when the
         # labels change (it costs as much as the drawing itself).
-        self.figure = Figure(figsize=figsize)
+        self.figure = Figure(figsize=figsize, layout="constrained" if relayout_always else None)
         self._layout_key: Hashable = object()
-        self.ax = self.figure.add_subplot()
+        self.axes = list(self.figure.subplots(1, ncols, sharey=ncols > 1, squeeze=False)[0])
+        self.ax = self.axes[0]
         ipympl = _ipympl_canvas_class() if interactive is not False else None
         if interactive and ipympl is None:
             raise ImportError("interactive figures need ipympl (pip install ipympl)")
@@ -183,7 +191,8 @@ class FigureView:
         ``layout_key`` summarises what the layout depends on (e.g. the tick labels); the
         constrained layout is recomputed when it differs from the last one.
         """
-        if layout_key is None or layout_key != self._layout_key:
+        no_engine = self.figure.get_layout_engine() is None
+        if no_engine and (layout_key is None or layout_key != self._layout_key):
             from matplotlib.layout_engine import ConstrainedLayoutEngine
 
             ConstrainedLayoutEngine().execute(self.figure)
