@@ -1316,37 +1316,70 @@ def norm_histogram(
     sample: int | None = None,
     seed: int = 0,
     *,
+    scale: Literal["linear", "log"] = "linear",
     config: LargeEmbeddingsConfig | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Histogram of each table's row norms: equal-width bins from the smallest to largest norm.
+    """Histogram of each table's row norms, from the smallest to the largest norm.
 
-    Bins follow numpy's rule (``torch.histogram``): half-open ``[left, right)`` except the last,
-    which includes ``right``; a table whose norms are all equal gets bins over
-    ``[value - 0.5, value + 0.5]``.
+    Parameters
+    ----------
+    source, tables, sample, seed, config, progress :
+        As in `norm_stats`.
+    bins : int
+        Bins per table.
+    scale : {"linear", "log"}
+        ``"linear"``: equal-width bins. ``"log"``: bins of equal width in ``log10(norm)``, for
+        norms spread over orders of magnitude (a few trained rows far from the rest); rows of
+        norm 0 have no place on that axis and are counted in ``attrs["zero_rows"]`` instead.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``table``, ``left``, ``right``, ``count`` (int64), ``bins`` rows per table. The
-        counts of a table add up to its ``sampled`` rows in `norm_stats`.
+        Columns ``table``, ``left``, ``right``, ``count`` (int64), ``bins`` rows per table.
+        Bins follow numpy's rule (``torch.histogram``): half-open ``[left, right)`` except the
+        last, which includes ``right``; norms all equal get bins over ``[value - 0.5, value +
+        0.5]`` (linear) or ``[value / 2, value * 2]`` (log). ``attrs``: ``scale`` and
+        ``zero_rows`` (table -> rows of norm 0 left out; all 0 for ``"linear"``). Counts plus
+        zero rows add up to the table's ``sampled`` rows in `norm_stats`.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise NormError(f"bins must be a positive integer, got {bins!r}")
+    if scale not in ("linear", "log"):
+        raise NormError(f"scale must be 'linear' or 'log', got {scale!r}")
     src = _source(source)
     chosen = _choose_tables(src, tables, config)
     parts = []
+    zero_rows: dict[str, int] = {}
     for name in tqdm(chosen, desc="histograms", unit="table", disable=not progress):
         norms, _, _ = _table_norms(src.load(name), name, sample, seed)
-        lo, hi = float(norms.min()), float(norms.max())
+        values = norms.double()
+        zero_rows[name] = 0
+        if scale == "log":
+            positive = values > 0
+            zero_rows[name] = int((~positive).sum())
+            values = values[positive]
+            if values.numel() == 0:
+                raise NormError(f"table {name!r}: every norm is 0; a log-scale histogram is empty")
+        lo, hi = float(values.min()), float(values.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise NormError(f"table {name!r}: norms are not finite (NaN or inf values)")
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5
-        counts, edges = torch.histogram(norms.double(), bins=bins, range=(lo, hi))
+        if scale == "log":
+            if lo == hi:
+                lo, hi = lo / 2, hi * 2
+            exponents = torch.linspace(
+                math.log10(lo), math.log10(hi), bins + 1, dtype=torch.float64
+            )
+            edges = torch.pow(10.0, exponents)
+            edges[0], edges[-1] = lo, hi  # exactly the extremes: no row falls outside
+            counts, edges = torch.histogram(values, bins=edges)
+        else:
+            if lo == hi:
+                lo, hi = lo - 0.5, hi + 0.5
+            counts, edges = torch.histogram(values, bins=bins, range=(lo, hi))
         parts.append(
             pd.DataFrame(
                 {
@@ -1357,7 +1390,9 @@ def norm_histogram(
                 }
             )
         )
-    return pd.concat(parts, ignore_index=True)
+    frame = pd.concat(parts, ignore_index=True)
+    frame.attrs.update({"scale": scale, "zero_rows": zero_rows})
+    return frame
 
 
 # --------------------------------------------------------------------------- rows themselves

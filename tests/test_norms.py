@@ -595,6 +595,22 @@ def test_norm_histogram_counts_add_up():
         assert part["count"].tolist() == counts.long().tolist()
         assert part["left"].tolist() == edges[:-1].tolist()
         assert int(part["count"].sum()) == weight.shape[0]
+    assert hist.attrs == {"scale": "linear", "zero_rows": {"user": 0, "tweet": 0, "topic": 0}}
+    # Log-spaced bins: equal widths in log10(norm), every positive norm counted.
+    weight = _table(5_000, 8, torch.float32)
+    logged = norm_histogram({"w": weight}, bins=12, scale="log", progress=False)
+    norms = torch.linalg.vector_norm(weight, dim=1).double()
+    zeros = int((norms == 0).sum())
+    assert logged.attrs["zero_rows"] == {"w": zeros} and zeros > 0
+    assert int(logged["count"].sum()) + zeros == 5_000
+    ratios = (logged["right"] / logged["left"]).to_numpy()
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)
+    assert logged["left"].iloc[0] == float(norms[norms > 0].min())
+    assert logged["right"].iloc[-1] == float(norms.max())
+    with pytest.raises(NormError, match="every norm is 0"):
+        norm_histogram({"z": torch.zeros(3, 2)}, scale="log", progress=False)
+    with pytest.raises(NormError, match="scale must be"):
+        norm_histogram({"z": torch.ones(3, 2)}, scale="sqrt", progress=False)
     constant = norm_histogram({"c": torch.ones(5, 4)}, bins=3, progress=False)
     assert constant["count"].tolist() == [0, 5, 0]
     with pytest.raises(NormError, match="bins"):

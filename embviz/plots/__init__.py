@@ -7,5 +7,20 @@ They return the Figure, never compute bytes or statistics themselves, and never 
 from __future__ import annotations
 
 from embviz.plots.memory import OKABE_ITO, plot_dtype_savings, plot_memory, plot_placement
+from embviz.plots.norms import (
+    plot_fp16_tradeoff,
+    plot_norm_bands,
+    plot_norm_histograms,
+    plot_projection,
+)
 
-__all__: list[str] = ["OKABE_ITO", "plot_dtype_savings", "plot_memory", "plot_placement"]
+__all__: list[str] = [
+    "OKABE_ITO",
+    "plot_dtype_savings",
+    "plot_fp16_tradeoff",
+    "plot_memory",
+    "plot_norm_bands",
+    "plot_norm_histograms",
+    "plot_placement",
+    "plot_projection",
+]
