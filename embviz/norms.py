@@ -960,8 +960,14 @@ def resolve_snapshot(path: str | os.PathLike[str], step: int | None = None) -> s
                 f"{text}: a single snapshot; --step/step only applies to a checkpoint folder"
             )
         return text
-    if not os.path.isdir(text) or not any(name.isdigit() for name in os.listdir(text)):
-        # Not a checkpoint folder: let the snapshot reader say what is wrong with it.
+    # A checkpoint folder holds finished <step>/ snapshots. (A snapshot's own rank folders are
+    # numbered too, so digits alone do not make one: an unfinished snapshot has "0/".)
+    finished = os.path.isdir(text) and any(
+        name.isdigit() and os.path.isfile(os.path.join(text, name, METADATA_FILE))
+        for name in os.listdir(text)
+    )
+    if not finished:
+        # Let the snapshot reader say what is wrong with it (missing, unfinished, a file...).
         from embviz.snapshots import snapshot_tables
 
         snapshot_tables(text)
@@ -1118,6 +1124,8 @@ def _table_norms(
     if rows == 0:
         raise EmptyTableError(f"table {name!r} has no rows: its norms have no distribution")
     index = None
+    if sample is not None:
+        sample = _check_positive_int("sample", sample)
     if sample is not None and sample < rows:
         index = sample_rows(rows, sample, seed)
     norms = row_norms(weight, index)
@@ -1182,7 +1190,7 @@ def norm_stats(
     src = _source(source)
     chosen = _choose_tables(src, tables, config)
     if sample is not None:
-        sample_rows(1, sample)  # validates `sample`
+        sample = _check_positive_int("sample", sample)
     init = None
     if initial is not None:
         init = _source(initial)
@@ -1267,7 +1275,7 @@ def norm_history(
     src = _Source(first, names, None, None)
     chosen = _choose_tables(src, tables, config)
     if sample is not None:
-        sample_rows(1, sample)
+        sample = _check_positive_int("sample", sample)
     init_tables: dict[str, Any] = {}
     if isinstance(initial, str) and initial == "first":
         init_path = str(checkpoints(save_dir)["path"].iloc[0])

@@ -16,7 +16,7 @@ from embviz.errors import EmbvizError
 __all__ = ["main"]
 
 # Subcommand modules, in the order `embviz --help` lists them.
-SUBCOMMANDS = ["validate", "schema", "report", "build", "snapshot", "memory", "plan"]
+SUBCOMMANDS = ["validate", "schema", "report", "build", "snapshot", "memory", "plan", "norms"]
 
 
 def build_parser() -> argparse.ArgumentParser:
