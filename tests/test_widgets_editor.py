@@ -527,7 +527,6 @@ def test_invalid_question_is_marked_and_outputs_kept(editor, ranker):
 # --------------------------------------------------------------------------- placement
 
 
-@pytest.mark.slow
 def test_plan_button_shows_torchrecs_placement(ranker):
     editor = CollectionEditor(ranker, gpus=4, hbm_gib=16)
     assert editor.placement is None
@@ -549,7 +548,6 @@ def test_plan_button_shows_torchrecs_placement(ranker):
     assert "torchrec's placement" in unescape(editor.outputs["placement"].value)
 
 
-@pytest.mark.slow
 def test_plan_refusal_is_a_message(ranker):
     editor = CollectionEditor(ranker, gpus=1, hbm_gib=8)
     editor.buttons["plan"].click()
