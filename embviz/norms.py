@@ -640,8 +640,14 @@ def _piece_norms(
         return
     itemsize = src.element_size()
     if src.device.type != "cpu":
-        # Accelerators: big chunks, the mixed-precision reduction reads fp16 directly; a gather
-        # (sampled rows) and any cast of a chunk stay within the budget.
+        low_or_single = src.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        if src.device.type == "cuda" and index is None and low_or_single:
+            # CUDA reduces fp16/bf16 into float32 reading the input as it is (torch's
+            # make_reduction special case): one call, nothing allocated beyond the result.
+            with torch.no_grad():
+                torch.linalg.vector_norm(src, dim=1, dtype=torch.float32, out=out)
+            return
+        # Elsewhere chunks bound what a gather (sampled rows) or a cast allocates.
         chunk = max(1, (budget // 2) // (cols * max(4, itemsize)))
         if index is not None:
             index = index.to(src.device)

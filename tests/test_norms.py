@@ -762,3 +762,20 @@ def test_row_norm_throughput_reports_every_op():
     assert (frame["seconds"] > 0).all() and (frame["gb_per_s"] > 0).all()
     sums = frame[frame.op == "sum"]
     assert (sums["vs_sum"] == 1.0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_row_norms_on_cuda_stay_on_the_device_within_the_budget(dtype):
+    weight = torch.randn(300_000, 48, device="cuda").to(dtype)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    norms = row_norms(weight)
+    torch.cuda.synchronize()
+    assert norms.device == weight.device and norms.dtype == torch.float32
+    assert torch.cuda.max_memory_allocated() - before - norms.numel() * 4 <= MEMORY_BUDGET_BYTES
+    assert torch.equal(norms, torch.linalg.vector_norm(weight.float(), dim=1))
+    rows = sample_rows(300_000, 1_000, seed=2)
+    expected = torch.linalg.vector_norm(weight[rows.cuda()].float(), dim=1)
+    assert torch.equal(row_norms(weight, rows), expected)
