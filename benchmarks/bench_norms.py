@@ -92,7 +92,10 @@ def memory_child(dtype_name: str, what: str, rows: int, dim: int) -> None:
     )
 
 
-def measure_memory(dtype_name: str, rows: int, dim: int, what: str) -> dict[str, int]:
+def measure_memory(
+    dtype_name: str, rows: int, dim: int, what: str, native: bool = True
+) -> dict[str, int]:
+    env = {**os.environ, "EMBVIZ_NATIVE": "1" if native else "0"}
     out = subprocess.run(
         [
             sys.executable,
@@ -108,6 +111,7 @@ def measure_memory(dtype_name: str, rows: int, dim: int, what: str) -> dict[str,
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -143,6 +147,19 @@ def main() -> int:
         for dtype in ("float32", "float16")
     }
 
+    # The torch-only path (no C compiler, or EMBVIZ_NATIVE=0), for information.
+    os.environ["EMBVIZ_NATIVE"] = "0"
+    try:
+        fallback = row_norm_throughput("cpu", rows=rows, dim=dim, repeats=3)
+    finally:
+        os.environ.pop("EMBVIZ_NATIVE")
+    fallback_ratio = {
+        dtype: float(
+            fallback[(fallback.dtype == dtype) & (fallback.op == "row_norms")].vs_sum.iloc[0]
+        )
+        for dtype in ("float32", "float16")
+    }
+
     # The plain call on fp16 that the issue compares with (converts the whole table first).
     half = torch.empty((rows, dim), dtype=torch.float16)
     half.normal_()
@@ -168,7 +185,9 @@ def main() -> int:
 
     # 3. Peak extra memory, each in a fresh process.
     memory = {
-        dtype: measure_memory(dtype, rows, dim, "row_norms") for dtype in ("float32", "float16")
+        f"{dtype}, {backend}": measure_memory(dtype, rows, dim, "row_norms", backend == "native")
+        for dtype in ("float32", "float16")
+        for backend in ("native", "torch")
     }
     original_memory = measure_memory("float32", rows, dim, "original")
     load_after = os.getloadavg()
@@ -231,11 +250,15 @@ def main() -> int:
         f"{min(theirs):.3f} s; row_norms of all {rows:,} rows: best {min(ours):.4f} s."
     )
     print(
-        f"Peak extra memory (VmHWM above the RSS before the call, less the result): "
-        f"row_norms fp32 {memory['float32']['peak_extra'] / mib:.1f} MiB, fp16 "
-        f"{memory['float16']['peak_extra'] / mib:.1f} MiB (result "
-        f"{memory['float32']['result_bytes'] / mib:.1f} MiB); original "
-        f"{original_memory['peak_extra'] / mib:.1f} MiB."
+        "Peak extra memory: VmHWM (reset through /proc/self/clear_refs) above the RSS before "
+        "the call, less the result "
+        f"({memory['float32, native']['result_bytes'] / mib:.1f} MiB), in a fresh process "
+        f"after a warm-up call; the original's: {original_memory['peak_extra'] / mib:.1f} MiB."
+    )
+    print(
+        "Torch-only path (EMBVIZ_NATIVE=0, what runs without a C compiler), for information: "
+        f"fp32 {fallback_ratio['float32']:.2f}, fp16 {fallback_ratio['float16']:.2f} of "
+        "torch.sum (best of 3)."
     )
     print(
         f"\nReproduce: python benchmarks/bench_norms.py --rows {rows} --dim {dim} "
