@@ -670,3 +670,20 @@ def test_interactive_figures_are_ipympl_canvases(editor):
     from ipympl.backend_nbagg import Canvas
 
     assert isinstance(editor.figures["memory"].canvas, Canvas)
+
+
+def test_interactive_figures_leave_the_users_matplotlib_backend_alone():
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    import importlib.util
+
+    # `import ipympl` itself switches matplotlib's backend, so only look for it here.
+    if importlib.util.find_spec("ipympl") is None:
+        pytest.skip("ipympl is not installed")
+    before = matplotlib.get_backend()
+    CollectionEditor(embviz.load_config(embviz.example("twhin")), interactive_figures=True)
+    assert matplotlib.get_backend() == before
+    figure, _ = plt.subplots()
+    plt.close(figure)
+    assert "ipympl" not in type(figure.canvas).__module__

@@ -110,10 +110,22 @@ def guarded(output: widgets.Output, on_error: Callable[[BaseException], None] | 
 
 
 def _ipympl_canvas_class() -> Any | None:
-    try:
-        from ipympl.backend_nbagg import Canvas, FigureManager
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("ipympl") is None:
         return None
+    import matplotlib.pyplot as plt
+
+    # `import ipympl` makes ipympl pyplot's backend, so every figure the user makes afterwards
+    # (embviz's plot functions included) would become a widget that a returned Figure cannot
+    # show. Load the user's backend first (for Jupyter's inline backend that is what hooks
+    # figures into IPython's display), then put it back after the import.
+    backend = plt.get_backend()
+    plt.switch_backend(backend)
+    from ipympl.backend_nbagg import Canvas, FigureManager
+
+    if plt.get_backend() != backend:
+        plt.switch_backend(backend)
     return Canvas, FigureManager
 
 
