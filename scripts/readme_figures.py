@@ -14,9 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import embviz  # noqa: E402
-from embviz.demo import train_demo  # noqa: E402
-from embviz.plots import plot_norm_bands, plot_norm_histograms  # noqa: E402
+import embviz
+from embviz.demo import train_demo
+from embviz.plots import plot_norm_bands, plot_norm_histograms
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -673,10 +673,10 @@ def test_interactive_figures_are_ipympl_canvases(editor):
 
 
 def test_interactive_figures_leave_the_users_matplotlib_backend_alone():
+    import importlib.util
+
     import matplotlib
     import matplotlib.pyplot as plt
-
-    import importlib.util
 
     # `import ipympl` itself switches matplotlib's backend, so only look for it here.
     if importlib.util.find_spec("ipympl") is None:
