@@ -268,6 +268,22 @@ def test_row_norms_of_torch_shards_combines_column_pieces():
         row_norms([shard(0, 300, 0, 5), shard(300, 600, 0, 12)])
 
 
+def test_column_pieces_of_many_rows_are_combined_in_bounded_chunks():
+    from torch.distributed._shard.metadata import ShardMetadata
+    from torch.distributed._shard.sharded_tensor import Shard
+
+    # More rows than one chunk of the column combination (16 MiB of 20-byte rows: 838,860).
+    weight = torch.randn(1_000_000, 8, generator=torch.Generator().manual_seed(5))
+    shards = [
+        Shard(weight[:, :3].clone(), ShardMetadata([0, 0], [1_000_000, 3], "rank:0/cpu")),
+        Shard(weight[:, 3:].clone(), ShardMetadata([0, 3], [1_000_000, 5], "rank:0/cpu")),
+    ]
+    expected = torch.linalg.vector_norm(weight, dim=1)
+    torch.testing.assert_close(row_norms(shards), expected, rtol=2.4e-7, atol=0)
+    rows = torch.tensor([999_999, 0, 838_860, 838_859])
+    torch.testing.assert_close(row_norms(shards, rows), expected[rows], rtol=2.4e-7, atol=0)
+
+
 _SHARDED_CHILD = textwrap.dedent(
     """
     import json, sys, warnings, logging
@@ -503,6 +519,21 @@ def test_norm_stats_of_a_state_dict_equal_torch(dtype):
     assert stats.loc["big", "zero_share"] > 0
     # A plain {name: tensor} mapping works too.
     assert norm_stats({"big": weight}, progress=False).equals(stats)
+
+
+def test_same_table_name_in_two_modules_goes_by_full_keys():
+    state = {
+        "towers.a.embedding_bags.t.weight": torch.ones(3, 2),
+        "towers.b.embedding_bags.t.weight": torch.ones(4, 2),
+        "x.embedding_bags.u.weight": torch.zeros(2, 2),
+    }
+    stats = norm_stats(state, progress=False)
+    assert list(stats.index) == [
+        "towers.a.embedding_bags.t.weight",
+        "towers.b.embedding_bags.t.weight",
+        "u",
+    ]
+    assert stats["rows"].tolist() == [3, 4, 2]
 
 
 def test_norm_stats_tables_default_to_tables_to_log():
