@@ -235,6 +235,8 @@ def _layout(weight: Any, what: str = "table") -> _Layout:
         )
     for piece in pieces:
         t = piece.tensor
+        if t.layout != torch.strided:
+            raise NormError(f"{what}: a {t.layout} tensor; pass a dense (strided) table")
         if t.device.type == "meta":
             raise NormError(
                 f"{what}: on the meta device, it holds no values (materialise it, "

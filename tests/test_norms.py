@@ -223,6 +223,7 @@ def test_row_norms_of_chosen_rows():
         (torch.ones(2, 3, 4), "expected a 2-D table"),
         (torch.ones(3, 4, dtype=torch.int64), "not a floating-point type"),
         (torch.empty(3, 4, device="meta"), "meta device"),
+        (torch.eye(3).to_sparse(), "pass a dense"),
         ("weights.pt", "expected a 2-D tensor, a ShardedTensor"),
         ([("0", torch.ones(2, 2))], "Shards or \\(row_offset, tensor\\) pairs"),
     ],
