@@ -276,6 +276,16 @@ def section_bandwidth(check: Any, properties: Any, device: Any) -> pd.DataFrame:
     return frame
 
 
+def section_row_norms(device: Any, rows: int) -> pd.DataFrame:
+    """`embviz.row_norms` throughput on the device against ``torch.sum`` and a copy."""
+    print(f"\n## row norms of a {rows:,} x 64 table against the device's bandwidth")
+    frame = embviz.row_norm_throughput(device, rows=rows, dim=64)
+    copy = frame[frame["op"] == "copy"].set_index("dtype")["gb_per_s"]
+    frame["vs_copy"] = frame["gb_per_s"] / frame["dtype"].map(copy)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return frame
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(embviz.example("ranker")))
@@ -283,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=None, help="default: fit half the GPU")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--norm-rows", type=int, default=64_000_000, help="rows of the row-norm table (0: skip)"
+    )
     args = parser.parse_args(argv)
     problem = cuda_problem()
     if problem is not None:
@@ -306,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check, frame = section_bytes(cfg, device, scale, args.tolerance)
     section_bandwidth(check, environment["properties"], device)
+    if args.norm_rows:
+        section_row_norms(device, args.norm_rows)
     failed = frame.index[~frame["ok"]].tolist()
     if failed:
         print(
