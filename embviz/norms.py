@@ -316,14 +316,14 @@ _NATIVE_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__F16C__)
+#if defined(__AVX__) && defined(__F16C__)
 #include <immintrin.h>
 #endif
 
 #ifndef LANES
 #define LANES 8
 #endif
-/* fp16/bf16 rows are widened SEG values at a time into a float buffer on the stack. */
+/* Portable path: fp16/bf16 rows are widened SEG values at a time into a stack buffer. */
 #define SEG (32 * LANES)
 
 /* acc[j] += v*v over `blocks` blocks of LANES values (vectorised by the compiler). */
@@ -351,6 +351,52 @@ static inline float finish(const float* acc, const float* tail, int64_t t) {
     return sqrtf(s);
 }
 
+#if defined(__AVX__) && defined(__F16C__) && (LANES % 8 == 0)
+/* x86: load (and widen) 8 values at a time in registers, one 8-lane accumulator per group of 8
+   of the LANES lanes: the same sums as `accumulate`, but about 10% faster for fp32 and 40% for
+   fp16 than the compiler's version of the portable loops on 2 cores (then memory-bound). */
+#define GROUPS (LANES / 8)
+#define DIRECT_ROW_NORMS(NAME, T, WIDEN8, WIDEN1)                                  \
+static inline void NAME##_rows(const T* x, int64_t stride, int64_t cols, int n,    \
+                               float* out) {                                       \
+    /* n (1 or 2) rows at once: two independent chains keep more loads in flight. */ \
+    int64_t blocks = cols / LANES;                                                 \
+    __m256 acc[2][GROUPS];                                                         \
+    for (int k = 0; k < n; k++)                                                    \
+        for (int g = 0; g < GROUPS; g++) acc[k][g] = _mm256_setzero_ps();          \
+    for (int64_t b = 0; b < blocks; b++) {                                         \
+        for (int k = 0; k < n; k++) {                                              \
+            for (int g = 0; g < GROUPS; g++) {                                     \
+                __m256 v = WIDEN8(x + k * stride + b * LANES + g * 8);             \
+                acc[k][g] = _mm256_add_ps(acc[k][g], _mm256_mul_ps(v, v));         \
+            }                                                                      \
+        }                                                                          \
+    }                                                                              \
+    int64_t t = cols - blocks * LANES;                                             \
+    for (int k = 0; k < n; k++) {                                                  \
+        float lanes[LANES], tail[LANES];                                           \
+        for (int g = 0; g < GROUPS; g++) _mm256_storeu_ps(lanes + 8 * g, acc[k][g]); \
+        const T* r = x + k * stride + blocks * LANES;                              \
+        for (int64_t e = 0; e < t; e++) tail[e] = WIDEN1(r[e]);                    \
+        out[k] = finish(lanes, tail, t);                                           \
+    }                                                                              \
+}                                                                                  \
+void NAME(const T* x, int64_t rows, int64_t cols, int64_t stride, float* out) {    \
+    int64_t i = 0;                                                                 \
+    for (; i + 2 <= rows; i += 2) NAME##_rows(x + i * stride, stride, cols, 2, out + i); \
+    if (i < rows) NAME##_rows(x + i * stride, stride, cols, 1, out + i);           \
+}
+static inline __m256 widen8_f32(const float* p) { return _mm256_loadu_ps(p); }
+static inline float widen1_f32(float v) { return v; }
+DIRECT_ROW_NORMS(embviz_row_norms_f32, float, widen8_f32, widen1_f32)
+static inline __m256 widen8_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
+}
+static inline float widen1_f16(uint16_t v) { return _cvtsh_ss(v); }
+DIRECT_ROW_NORMS(embviz_row_norms_f16, uint16_t, widen8_f16, widen1_f16)
+int embviz_has_f16(void) { return 1; }
+#define HAVE_F16 1
+#else
 void embviz_row_norms_f32(const float* x, int64_t rows, int64_t cols, int64_t stride,
                           float* out) {
     int64_t blocks = cols / LANES;
@@ -362,7 +408,21 @@ void embviz_row_norms_f32(const float* x, int64_t rows, int64_t cols, int64_t st
         out[i] = finish(acc, r + blocks * LANES, cols - blocks * LANES);
     }
 }
+#endif
 
+static inline float widen1_bf16(uint16_t v) {
+    uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+#if defined(__AVX2__) && defined(__F16C__) && (LANES % 8 == 0)
+static inline __m256 widen8_bf16(const uint16_t* p) {
+    __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+DIRECT_ROW_NORMS(embviz_row_norms_bf16, uint16_t, widen8_bf16, widen1_bf16)
+#else
 #define WIDENED_ROW_NORMS(NAME, T, WIDEN)                                          \
 void NAME(const T* x, int64_t rows, int64_t cols, int64_t stride, float* out) {    \
     float buf[SEG];                                                                \
@@ -372,46 +432,27 @@ void NAME(const T* x, int64_t rows, int64_t cols, int64_t stride, float* out) { 
         for (int j = 0; j < LANES; j++) acc[j] = 0.0f;                             \
         int64_t d = 0;                                                             \
         for (; cols - d > SEG; d += SEG) {                                         \
-            WIDEN(r + d, buf, SEG);                                                \
+            for (int k = 0; k < SEG; k++) buf[k] = WIDEN(r[d + k]);                \
             accumulate(acc, buf, SEG / LANES);                                     \
         }                                                                          \
-        int64_t n = cols - d;                                                      \
-        WIDEN(r + d, buf, n);                                                      \
-        int64_t blocks = n / LANES;                                                \
+        int n = (int)(cols - d);                                                   \
+        for (int k = 0; k < n; k++) buf[k] = WIDEN(r[d + k]);                      \
+        int blocks = n / LANES;                                                    \
         accumulate(acc, buf, blocks);                                              \
         out[i] = finish(acc, buf + blocks * LANES, n - blocks * LANES);            \
     }                                                                              \
 }
-
-static inline void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
-    for (int64_t k = 0; k < n; k++) {
-        uint32_t bits = (uint32_t)src[k] << 16;
-        memcpy(dst + k, &bits, sizeof bits);
-    }
-}
-WIDENED_ROW_NORMS(embviz_row_norms_bf16, uint16_t, widen_bf16)
-
-#if defined(__F16C__)
-static inline void widen_f16(const uint16_t* src, float* dst, int64_t n) {
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + k))));
-    for (; k < n; k++) dst[k] = _cvtsh_ss(src[k]);
-}
-WIDENED_ROW_NORMS(embviz_row_norms_f16, uint16_t, widen_f16)
-int embviz_has_f16(void) { return 1; }
-#elif defined(__FLT16_MAX__) && !defined(__x86_64__) && !defined(__i386__)
+WIDENED_ROW_NORMS(embviz_row_norms_bf16, uint16_t, widen1_bf16)
+#if !defined(HAVE_F16) && defined(__FLT16_MAX__) && !defined(__x86_64__) && !defined(__i386__)
 /* Other targets with a native half type (e.g. aarch64): the conversion is an instruction. */
-static inline void widen_f16(const uint16_t* src, float* dst, int64_t n) {
-    for (int64_t k = 0; k < n; k++) {
-        _Float16 h;
-        memcpy(&h, src + k, sizeof h);
-        dst[k] = (float)h;
-    }
-}
-WIDENED_ROW_NORMS(embviz_row_norms_f16, uint16_t, widen_f16)
+static inline float widen1_f16(_Float16 v) { return (float)v; }
+WIDENED_ROW_NORMS(embviz_row_norms_f16, _Float16, widen1_f16)
 int embviz_has_f16(void) { return 1; }
-#else
+#define HAVE_F16 1
+#endif
+#endif
+
+#if !defined(HAVE_F16)
 int embviz_has_f16(void) { return 0; }
 #endif
 

@@ -104,12 +104,12 @@ def backend(request, monkeypatch):
 
 def assert_same_norms(got: torch.Tensor, expected: torch.Tensor, cols: int) -> None:
     """Bit for bit where every build adds in the same order (widths in whole 16-lane blocks);
-    elsewhere the order of the last few additions is the compiler's: within an ulp."""
+    elsewhere the order of the last few additions is the build's: within a few ulps."""
     assert got.dtype == torch.float32
     if cols % 16 == 0:
         assert torch.equal(got, expected)
     else:
-        torch.testing.assert_close(got, expected, rtol=2.4e-7, atol=0)
+        torch.testing.assert_close(got, expected, rtol=3.6e-7, atol=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
