@@ -304,14 +304,15 @@ def _worker_rows(cols: int, workers: int, budget: int, need_gather: bool, itemsi
 # --------------------------------------------------------------------------- native CPU kernel
 
 # torch's `vector_norm` over the last dim of a float tensor (ReduceOpsKernel.cpp, the
-# vectorised `norm_two_reduce_step` path) keeps one accumulator of LANES floats per row, adds
-# ``v * v`` lane by lane (a multiply then an add, no FMA), then sums the lanes in order, adds the
-# leftover columns one by one, and takes the square root. In torch's x86-64 builds GCC compiled
-# that leftover loop as four products rounded together (when 4 or more are left) then FMAs for
-# the rest; the kernel follows, so results equal torch's bit for bit at any width there (and
-# within an ulp elsewhere). This kernel does the same arithmetic,
-# so its results equal torch's bit for bit, but reads fp16/bf16 rows directly (no float32 copy),
-# with no Python between rows: on 2 cores it runs at memory speed where copy + vector_norm cannot.
+# vectorised `norm_two_reduce_step` path) keeps one accumulator of LANES floats per row (8 on
+# AVX2 builds, 16 on AVX-512 ones), adds ``v * v`` lane by lane (a multiply then an add, no FMA),
+# sums the lanes in order, adds the leftover columns one by one, and takes the square root. In
+# torch's AVX2 build GCC compiled that leftover loop as four products rounded together (when 4
+# or more are left) then FMAs for the rest. This kernel does the same arithmetic, so its norms
+# equal torch's bit for bit (checked at widths 1 to 39 and more on AVX2; where a build orders the
+# leftover additions otherwise, within a few ulps), but it reads fp16/bf16 rows as they are (no
+# float32 copy) with no Python between rows: on 2 cores it runs near memory speed, where
+# copy + vector_norm cannot.
 _NATIVE_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
@@ -786,8 +787,8 @@ def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> 
     `torch.linalg.vector_norm`, other dtypes first converted into a preallocated float32 buffer.
     `row_norm_backend` says which is used. Either way, beyond the result at most
     `MEMORY_BUDGET_BYTES` (64 MiB) are allocated, whatever the table size, and the norms equal
-    ``torch.linalg.vector_norm(weight.float(), dim=1)`` (bit for bit with torch's x86-64 builds;
-    within one ulp where a build orders the last additions differently).
+    ``torch.linalg.vector_norm(weight.float(), dim=1)`` (bit for bit with torch's AVX2 builds;
+    within a few ulps where a build orders the last additions differently).
 
     Raises
     ------
