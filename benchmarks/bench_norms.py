@@ -20,7 +20,7 @@ one rank, on the CPU (``.cpu()`` is then a no-op; the all-gather across ranks is
 Timings are the best of interleaved rounds (the machine is shared; the best round is the least
 disturbed one), ratios are taken within this run. Exit status 1 when a goal is missed.
 
-    python benchmarks/bench_norms.py [--rows 8000000] [--dim 64] [--repeats 7]
+    python benchmarks/bench_norms.py [--rows 8000000] [--dim 64] [--repeats 11]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=8_000_000)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--memory-child", nargs=2, metavar=("DTYPE", "WHAT"))
     args = parser.parse_args()
     if args.memory_child:
