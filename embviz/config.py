@@ -408,11 +408,8 @@ class _Loader(yaml.SafeLoader):
     """Safe loading, plus YAML 1.2 floats: PyYAML alone reads ``1e-3`` as a string."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
 
 
 class _Dumper(yaml.SafeDumper):
@@ -430,6 +427,9 @@ def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
 
 
+# The dumper must know every implicit type the loader resolves, so that it quotes a string such
+# as "1e5" that would otherwise come back as a float.
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
 _Dumper.add_representer(int, _represent_int)
 _Dumper.add_representer(list, _represent_list)
 

@@ -112,6 +112,15 @@ def test_dump_is_plain_yaml_other_tools_read():
     assert data["tables"][0]["data_type"] == "fp16"
 
 
+def test_strings_that_look_like_numbers_stay_strings():
+    cfg = parse_config(
+        "tables:\n- {name: '1e5', num_embeddings: 10, embedding_dim: 4, data_type: fp32,"
+        " vocab: '0e0', optimizer: {sgd: {lr: 1}}}\n"
+    )
+    assert (cfg.tables[0].name, cfg.tables[0].vocab) == ("1e5", "0e0")
+    assert parse_config(dump_config(cfg)) == cfg
+
+
 # --------------------------------------------------------------------------- hypothesis
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=12)
