@@ -13,7 +13,12 @@ from embviz.config import LargeEmbeddingsConfig, load_config
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["add_config_arguments", "config_from_args", "write_frame"]
+__all__ = [
+    "add_accounting_arguments",
+    "add_config_arguments",
+    "config_from_args",
+    "write_frame",
+]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +30,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="dotted path to the section holding the tables, e.g. model.embeddings "
         "(default: the top level, or the one section that has 'tables')",
     )
+
+
+def add_accounting_arguments(
+    parser: argparse.ArgumentParser, *, optimizer_state: bool = True, adagrad: bool = True
+) -> None:
+    """``--optimizer-state``, ``--mode`` and ``--adagrad``: how `memory_table` counts bytes."""
+    if optimizer_state:
+        parser.add_argument(
+            "--optimizer-state",
+            choices=["fused", "torch"],
+            default="fused",
+            help="fused: FBGEMM kernels of a sharded model, state in fp32 (default); torch: "
+            "torch.optim applied in backward to an unsharded collection",
+        )
+    parser.add_argument(
+        "--mode",
+        choices=["train", "evaluate", "inference"],
+        default="train",
+        help="only train keeps optimizer state (default: train)",
+    )
+    if adagrad:
+        parser.add_argument(
+            "--adagrad",
+            choices=["exact", "rowwise"],
+            default="exact",
+            help="rowwise: what-if of EXACT_ROWWISE_ADAGRAD (one fp32 per row; fused only)",
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> LargeEmbeddingsConfig:

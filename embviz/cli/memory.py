@@ -10,7 +10,12 @@ import argparse
 
 import pandas as pd
 
-from embviz.cli.common import add_config_arguments, config_from_args, write_frame
+from embviz.cli.common import (
+    add_accounting_arguments,
+    add_config_arguments,
+    config_from_args,
+    write_frame,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,25 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "beside it. One row per table plus a total; csv and json give exact bytes.",
     )
     add_config_arguments(parser)
-    parser.add_argument(
-        "--optimizer-state",
-        choices=["fused", "torch"],
-        default="fused",
-        help="fused: FBGEMM kernels of a sharded model, state in fp32 (default); torch: "
-        "torch.optim applied in backward to an unsharded collection",
-    )
-    parser.add_argument(
-        "--mode",
-        choices=["train", "evaluate", "inference"],
-        default="train",
-        help="only train keeps optimizer state (default: train)",
-    )
-    parser.add_argument(
-        "--adagrad",
-        choices=["exact", "rowwise"],
-        default="exact",
-        help="rowwise: what-if of EXACT_ROWWISE_ADAGRAD (one fp32 per row; fused only)",
-    )
+    add_accounting_arguments(parser)
     parser.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="output format"
     )

@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 
-from embviz.cli.common import add_config_arguments, config_from_args
+from embviz.cli.common import add_accounting_arguments, add_config_arguments, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,15 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="T[,T...]",
         help="allowed sharding types for every table, e.g. table_wise,row_wise",
     )
-    parser.add_argument(
-        "--mode", choices=["train", "evaluate", "inference"], default="train", help="mode"
-    )
-    parser.add_argument(
-        "--adagrad",
-        choices=["exact", "rowwise"],
-        default="exact",
-        help="rowwise: plan Adagrad tables as EXACT_ROWWISE_ADAGRAD",
-    )
+    add_accounting_arguments(parser, optimizer_state=False)
     parser.add_argument(
         "--estimate",
         choices=["exact", "torchrec"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from embviz.cli.common import add_config_arguments, config_from_args
+from embviz.cli.common import add_accounting_arguments, add_config_arguments, config_from_args
 from embviz.config import load_config
 from embviz.report import write_report
 
@@ -24,8 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpus", type=int, metavar="N", help="number of GPUs")
     parser.add_argument("--hbm-gib", type=float, metavar="X", help="memory per GPU, GiB")
     parser.add_argument("--batch-size", type=int, default=512, metavar="B")
-    parser.add_argument("--optimizer-state", choices=["fused", "torch"], default="fused")
-    parser.add_argument("--mode", choices=["train", "evaluate", "inference"], default="train")
+    add_accounting_arguments(parser, adagrad=False)
     parser.set_defaults(func=run)
 
 
