@@ -38,6 +38,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; co
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
+td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 tr.total td { font-weight: bold; border-top: 2px solid #444; }
 .added { color: #009E73; } .removed { color: #D55E00; } .changed { color: #0072B2; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from embviz.cli.common import add_accounting_arguments, add_config_arguments, config_from_args
 from embviz.config import load_config
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         optimizer_state=args.optimizer_state,
         mode=args.mode,
-        title=f"embviz report: {args.config}",
+        title=f"embviz report: {Path(args.config).name}",
         source=args.config,
         compare_source=args.compare,
     )
