@@ -93,6 +93,8 @@ _LAZY: dict[str, str] = {
     "norm_histogram": "embviz.norms",
     "norm_history": "embviz.norms",
     "norm_stats": "embviz.norms",
+    "load_table": "embviz.norms",
+    "table_names": "embviz.norms",
     "project": "embviz.norms",
     "row_norm_backend": "embviz.norms",
     "row_norm_throughput": "embviz.norms",

@@ -59,6 +59,7 @@ __all__ = [
     "exact_quantiles",
     "fp16_error",
     "fp16_error_table",
+    "load_table",
     "local_row_ids",
     "nearest",
     "norm_histogram",
@@ -70,6 +71,7 @@ __all__ = [
     "row_norm_throughput",
     "row_norms",
     "sample_rows",
+    "table_names",
 ]
 
 #: Extra memory `row_norms` may allocate beyond its float32 result, whatever the table size.
@@ -1102,6 +1104,29 @@ def _source(source: Any) -> _Source:
         load=found.__getitem__,
         rows_of=lambda name: _weight_rows(found[name]),
     )
+
+
+def table_names(source: Any) -> list[str]:
+    """Names of the tables a source holds: a module, a state dict, or a snapshot path.
+
+    Tables are found by keys ending in ``embedding_bags.<name>.weight`` (a snapshot's manifest
+    is read without reading any tensor). Raises `NormError` or `SnapshotError` as `norm_stats`.
+    """
+    return list(_source(source).names)
+
+
+def load_table(source: Any, name: str) -> Any:
+    """One table's weight from a module, a state dict, or a snapshot path (only that tensor).
+
+    Raises
+    ------
+    UnknownTableError
+        ``name`` is not a table of the source; the message lists those it holds.
+    """
+    src = _source(source)
+    if name not in src.names:
+        raise _unknown_tables([name], src.names)
+    return src.load(name)
 
 
 def _choose_tables(

@@ -79,6 +79,19 @@ def snap(tmp_path):
 # --------------------------------------------------------------------------- one snapshot
 
 
+def test_table_names_and_load_table_agree_across_sources(snap):
+    path, ebc = snap
+    live = {name: bag.weight.detach() for name, bag in ebc.embedding_bags.items()}
+    for source in (path, ebc, Wrapper(ebc), ebc.state_dict()):
+        assert embviz.table_names(source) == ["user", "tweet"]
+        for name, weight in live.items():
+            loaded = embviz.load_table(source, name)
+            assert loaded.dtype == weight.dtype
+            torch.testing.assert_close(loaded, weight, rtol=0, atol=0)
+        with pytest.raises(embviz.UnknownTableError, match=r"ghost.*user, tweet"):
+            embviz.load_table(source, "ghost")
+
+
 def test_snapshot_stats_equal_torch_and_the_live_collection(snap):
     path, ebc = snap
     stats = norm_stats(path, progress=False)

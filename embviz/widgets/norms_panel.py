@@ -63,7 +63,8 @@ class _Source:
     """What the panel reads: a checkpoint folder, one snapshot, or a live module."""
 
     def __init__(self, source: Any):
-        from embviz.snapshots import SnapshotError, checkpoints, snapshot_tables
+        from embviz.norms import table_names
+        from embviz.snapshots import SnapshotError, checkpoints
 
         self.module = None
         self.steps: list[int] = []
@@ -83,9 +84,9 @@ class _Source:
                 first = self.paths[self.steps[0]]
             else:
                 self.kind = "snapshot"
-                first = str(path)  # snapshot_tables says what is wrong when it is neither
+                first = str(path)  # table_names says what is wrong when it is neither
                 self.paths = {0: first}
-            self.tables = [str(n) for n in snapshot_tables(first).index]
+            self.tables = table_names(first)
             self.label = str(path)
         else:
             import torch
@@ -97,7 +98,7 @@ class _Source:
                 )
             self.kind = "live"
             self.module = source
-            self.tables = _live_tables(source)
+            self.tables = table_names(source)
             self.label = f"live {type(source).__name__}"
 
     def at(self, step: int | None) -> Any:
@@ -108,11 +109,9 @@ class _Source:
 
     def weight(self, table: str, step: int | None) -> torch.Tensor:
         """One table's weight at ``step`` (read from the snapshot, or the live parameter)."""
-        if self.module is not None:
-            return _live_weight(self.module, table)
-        from embviz.snapshots import read_table
+        from embviz.norms import load_table
 
-        return read_table(self.at(step), table)
+        return load_table(self.at(step), table)
 
     def describe(self) -> str:
         if self.kind == "checkpoints":
@@ -123,25 +122,6 @@ class _Source:
         if self.kind == "snapshot":
             return f"snapshot {self.label}: {len(self.tables)} tables"
         return f"{self.label}: {len(self.tables)} tables"
-
-
-def _live_tables(module: Any) -> list[str]:
-    names = []
-    for key in module.state_dict():
-        _, found, tail = key.rpartition("embedding_bags.")
-        if found and tail.endswith(".weight"):
-            names.append(tail.removesuffix(".weight"))
-    return list(dict.fromkeys(names))
-
-
-def _live_weight(module: Any, table: str) -> torch.Tensor:
-    bags = getattr(module, "embedding_bags", None)
-    if bags is not None and table in bags:
-        return bags[table].weight.detach()
-    for key, value in module.state_dict().items():
-        if key.endswith(f"embedding_bags.{table}.weight"):
-            return value
-    raise KeyError(table)
 
 
 class NormsPanel(widgets.VBox):
