@@ -313,6 +313,7 @@ def plot_placement(
         0, max(float(left.max(initial=0)), float(estimate.max(initial=0)), hbm_bytes / scale) * 1.05
     )
     ax.set_xlabel(f"bytes ({unit})")
+    ax.set_ylabel("GPU (rank)")
     ax.set_title(
         f"Placement on {placement.gpus} x {compact_bytes(placement.hbm_bytes)} "
         f"(torchrec planner, {placement.estimate} estimate)",
