@@ -17,9 +17,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 ## JupyterLab on notebooks/, on 127.0.0.1, opening the tuning notebook (bundled ranker config).
+## default_url puts the notebook's path in the URL Jupyter prints, for a browser on another machine.
 lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
-		$(if $(filter 0,$(shell id -u)),--allow-root) 01_tune_table_sizes.ipynb
+		--LabApp.default_url=/lab/tree/01_tune_table_sizes.ipynb \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Lint, then every test: unit, CLI, notebooks top to bottom, and the browser test.
 test: $(STAMP)

@@ -1,11 +1,23 @@
-"""The setup promises: one list of pins, environment.yml agrees, a second make installs nothing."""
+"""The setup promises: one list of pins, environment.yml agrees, a second make installs nothing,
+and `make lab` prints a URL that opens the tuning notebook."""
 
 from __future__ import annotations
 
+import json
+import os
+import queue
 import re
+import signal
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import parse_qs, urlsplit
+from urllib.request import urlopen
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -72,3 +84,57 @@ def test_ci_runs_make_test():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "CI=true" in ci
     assert Path(ROOT / ".ci" / "run").stat().st_mode & 0o111
+
+
+@pytest.mark.slow
+def test_make_lab_prints_a_url_that_opens_the_tuning_notebook():
+    # The lab recipe exactly as make runs it (-o: the venv stamp counts as up to date).
+    recipe = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "lab"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lab = subprocess.Popen(
+        ["bash", "-c", f"{recipe} --no-browser --ServerApp.port={port} --ServerApp.port_retries=0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: bash and the server stop together
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in lab.stdout], daemon=True).start()
+    try:
+        printed, url = [], None
+        while url is None:
+            line = lines.get(timeout=120)
+            printed.append(line)
+            match = re.search(rf"http://127\.0\.0\.1:{port}/\S+", line)
+            url = match.group(0) if match else None
+        parts = urlsplit(url)
+        assert parts.path == "/lab/tree/01_tune_table_sizes.ipynb", printed
+        token = parse_qs(parts.query)["token"][0]
+        for _ in range(60):  # the server prints its URL a moment before it listens
+            try:
+                with urlopen(url, timeout=30) as page:
+                    assert page.status == 200
+                break
+            except URLError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(f"nothing answers at {url}")
+        contents = f"http://127.0.0.1:{port}/api/contents{parts.path[len('/lab/tree') :]}"
+        with urlopen(f"{contents}?content=0&token={token}", timeout=30) as answer:
+            assert json.load(answer)["type"] == "notebook"
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
+            lab.wait()
