@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,6 +67,8 @@ BYTE_COLUMNS: tuple[str, ...] = (
     "fp16_total_bytes",
     "planner_bytes",
 )
+# Byte columns only some frames have (``memory_table(..., serving_dtype=...)``), summed too.
+_OPTIONAL_BYTE_COLUMNS: tuple[str, ...] = ("unquantized_bytes",)
 
 # FBGEMM keeps fused optimizer state in fp32 whatever the weight dtype (measured on CPU kernels:
 # momentum1_host is float32 for fp16 weights_host).
@@ -148,6 +150,8 @@ def _planner_multiplier(optimizer_class: str, embedding_dim: int) -> float:
     signature in torchrec 1.6-1.8), so the planner column follows the installed torchrec.
     Cached: a config has few distinct (optimizer, dim) pairs.
     """
+    if optimizer_class == "none":  # torchrec's multiplier without an optimizer; no import
+        return 0.0
     import torch
     import torchrec.optim as trec_optim
     from torchrec.distributed.planner.shard_estimators import _get_optimizer_multipler
@@ -258,6 +262,7 @@ def memory_table(
     mode: Mode | str = Mode.TRAIN,
     *,
     adagrad: AdagradState = "exact",
+    serving_dtype: str | Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Exact bytes of every table: weights, optimizer state, dtype what-ifs, planner estimate.
 
@@ -274,6 +279,18 @@ def memory_table(
     adagrad : {"exact", "rowwise"}
         ``"rowwise"`` is the what-if of switching Adagrad tables to FBGEMM's
         EXACT_ROWWISE_ADAGRAD (one fp32 per row, ``R*4`` bytes); fused only.
+    serving_dtype : {"fp32", "fp16", "int8", "int4", "int2"}, mapping, optional
+        INFERENCE only: the what-if of serving the tables from torchrec's quantized
+        ``EmbeddingBagCollection`` in this dtype, or per table (name -> dtype; tables left out
+        keep their own ``data_type``). ``weight_bytes`` and ``total_bytes`` are then the bytes
+        that collection allocates for each table (FBGEMM's rules, `embviz.serving`: row data,
+        a 4-byte fp16 scale and bias for int8/int4/int2, rows padded to 16 bytes, each table
+        rounded up to 128 bytes); ``fp32_total_bytes``/``fp16_total_bytes`` are the same
+        collection in fp32/fp16; added columns: ``serving_dtype``, ``row_bytes`` (bytes per
+        stored row) and ``unquantized_bytes`` (the table unquantized in its own ``data_type``,
+        what ``serving_dtype=None`` gives). ``planner_bytes`` is torchrec's planner estimate of
+        the quantized table (``R*row_bytes + 4*R``; see ``planner_note``). None (default):
+        the unquantized collection in each table's ``data_type``.
 
     Returns
     -------
@@ -298,15 +315,25 @@ def memory_table(
     Raises
     ------
     MemoryArgumentError
-        For an unknown ``optimizer_state``, ``mode`` or ``adagrad``, row-wise Adagrad with
-        ``optimizer_state="torch"`` (torch has no row-wise Adagrad), or a ``cfg`` that is not a
+        For an unknown ``optimizer_state``, ``mode``, ``adagrad`` or ``serving_dtype``,
+        row-wise Adagrad with ``optimizer_state="torch"`` (torch has no row-wise Adagrad),
+        ``serving_dtype`` with a mode other than INFERENCE, or a ``cfg`` that is not a
         `LargeEmbeddingsConfig`.
+    UnknownTableError
+        A ``serving_dtype`` mapping naming tables the config does not have.
+    embviz.serving.ServingWidthError
+        A width FBGEMM cannot quantize to the table's serving dtype (int8 needs an even
+        ``embedding_dim``, int4 a multiple of 4, int2 a multiple of 8).
 
     Notes
     -----
     Vectorised with NumPy; the first call imports torchrec's planner (a few seconds) for its
     multipliers, later calls take milliseconds even for 10,000 tables.
     """
+    if serving_dtype is not None:
+        from embviz.serving import serving_memory_table
+
+        return serving_memory_table(cfg, serving_dtype, optimizer_state, mode, adagrad=adagrad)
     cfg = _as_config(cfg)
     optimizer_state = _check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
     adagrad = _check_choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
@@ -425,6 +452,10 @@ def memory_table(
     return frame
 
 
+def _byte_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in (*BYTE_COLUMNS, *_OPTIONAL_BYTE_COLUMNS) if c in frame.columns]
+
+
 def totals(frame: pd.DataFrame) -> pd.Series:
     """Sum of every byte column of a `memory_table` frame.
 
@@ -434,7 +465,7 @@ def totals(frame: pd.DataFrame) -> pd.Series:
         int64, indexed by the byte column names present (``weight_bytes``, ...), named
         ``"total"``.
     """
-    columns = [c for c in BYTE_COLUMNS if c in frame.columns]
+    columns = _byte_columns(frame)
     if not columns:
         raise MemoryArgumentError("frame", "has none of the byte columns of memory_table")
     return frame[columns].sum().astype(np.int64).rename("total")
@@ -477,7 +508,7 @@ def largest_tables(frame: pd.DataFrame, n: int, by: str = "total_bytes") -> pd.D
     keep = frame[by].nlargest(n - 1, keep="first").index
     shown = frame[frame.index.isin(keep)]
     rest = frame[~frame.index.isin(keep)]
-    columns = [c for c in BYTE_COLUMNS if c in frame.columns]
+    columns = _byte_columns(frame)
     row = pd.DataFrame(
         {c: [np.int64(rest[c].sum())] if c in columns else [pd.NA] for c in frame.columns},
         index=pd.Index([f"({len(rest)} others)"], name=frame.index.name),

@@ -29,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(parser)
     add_accounting_arguments(parser)
     parser.add_argument(
+        "--serving-dtype",
+        action="append",
+        metavar="[TABLE=]DTYPE",
+        help="with --mode inference: bytes of the quantized collection a model is served "
+        "from, in fp32, fp16, int8, int4 or int2; DTYPE for every table, TABLE=DTYPE for one "
+        "(repeat; other tables keep their own dtype unless a DTYPE is given too)",
+    )
+    parser.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="output format"
     )
     parser.set_defaults(func=run)
@@ -43,14 +51,24 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     out["rows"] = [f"{v:,}" if not pd.isna(v) else "" for v in shown["num_embeddings"]]
     out["dim"] = [str(v) if not pd.isna(v) else "" for v in shown["embedding_dim"]]
     out["dtype"] = shown["data_type"].fillna("")
-    out["optimizer"] = shown["optimizer_kernel"].fillna("")
-    for column, title in [
-        ("weight_bytes", "weights"),
-        ("optimizer_bytes", "optimizer state"),
-        ("total_bytes", "total"),
-        ("fp16_total_bytes", "as fp16"),
-        ("planner_bytes", "planner"),
-    ]:
+    if "serving_dtype" in shown.columns:
+        out["serving"] = shown["serving_dtype"].fillna("")
+        out["row"] = [f"{v} B" if not pd.isna(v) else "" for v in shown["row_bytes"]]
+        columns = [
+            ("weight_bytes", "weights"),
+            ("unquantized_bytes", "unquantized"),
+            ("planner_bytes", "planner"),
+        ]
+    else:
+        out["optimizer"] = shown["optimizer_kernel"].fillna("")
+        columns = [
+            ("weight_bytes", "weights"),
+            ("optimizer_bytes", "optimizer state"),
+            ("total_bytes", "total"),
+            ("fp16_total_bytes", "as fp16"),
+            ("planner_bytes", "planner"),
+        ]
+    for column, title in columns:
         out[title] = [human_bytes(int(v)) for v in shown[column]]
     out["logged"] = ["yes" if not pd.isna(v) and bool(v) else "" for v in shown["logged"]]
     out.index.name = "table"
@@ -59,9 +77,13 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     from embviz.memory import memory_table, with_totals
+    from embviz.serving import parse_serving_dtype
 
     cfg = config_from_args(args)
-    frame = memory_table(cfg, args.optimizer_state, args.mode, adagrad=args.adagrad)
+    serving = parse_serving_dtype(args.serving_dtype or [], cfg)
+    frame = memory_table(
+        cfg, args.optimizer_state, args.mode, adagrad=args.adagrad, serving_dtype=serving
+    )
     if args.format in ("csv", "json"):
         write_frame(with_totals(frame), args.format, index_label="table")
         return 0
@@ -71,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"planner differs for {', '.join(group.index)}: {note}")
     for note, group in frame[frame["note"] != ""].groupby("note", sort=False):
         print(f"note for {', '.join(group.index)}: {note}")
+    if serving is not None:
+        counts = frame["serving_dtype"].value_counts(sort=False)
+        served = ", ".join(f"{dtype} x {n}" for dtype, n in counts.items())
+        print(
+            f"{args.config}: {len(frame)} tables, inference, served from torchrec's quantized "
+            f"collection ({served})"
+        )
+        return 0
     state = f"{args.optimizer_state} optimizer state"
     if args.adagrad == "rowwise":
         state += ", row-wise Adagrad"
