@@ -138,15 +138,8 @@ def _as_dtype(value: object, argument: str = "serving_dtype") -> str:
     return value
 
 
-def _dtype_arrays(dtype: object, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(bits, scale/bias bytes) per element of ``shape`` for one dtype or an array of dtypes."""
-    names = np.asarray(dtype, dtype=object)
-    if names.ndim == 0:
-        name = _as_dtype(names.item(), "dtype")
-        bits = np.full(shape, _BITS[name], dtype=np.int64)
-        extra = np.full(shape, SCALE_BIAS_BYTES if name in _QUANTIZED else 0, dtype=np.int64)
-        return bits, extra
-    names = np.broadcast_to(names, shape)
+def _dtype_arrays(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bits, scale/bias bytes) for each dtype name of an object array."""
     checked = [_as_dtype(n, "dtype") for n in names.ravel()]
     bits = np.fromiter((_BITS[n] for n in checked), dtype=np.int64, count=len(checked))
     extra = np.fromiter(
@@ -154,7 +147,7 @@ def _dtype_arrays(dtype: object, shape: tuple[int, ...]) -> tuple[np.ndarray, np
         dtype=np.int64,
         count=len(checked),
     )
-    return bits.reshape(shape), extra.reshape(shape)
+    return bits.reshape(names.shape), extra.reshape(names.shape)
 
 
 def _round_up(value: np.ndarray, multiple: int) -> np.ndarray:
@@ -179,8 +172,13 @@ def serving_row_bytes(embedding_dim: ArrayLike, dtype: ArrayLike) -> np.ndarray:
         as FBGEMM's own arithmetic does.
     """
     dims = np.asarray(embedding_dim, dtype=np.int64)
-    bits, extra = _dtype_arrays(dtype, dims.shape)
-    return _round_up(dims * bits // 8 + extra, ROW_ALIGNMENT)
+    names = np.asarray(dtype, dtype=object)
+    if names.ndim == 0:  # one dtype, checked once
+        bits, extra = _dtype_arrays(names.reshape(1))
+        bits, extra = bits[0], extra[0]
+    else:
+        bits, extra = _dtype_arrays(names)
+    return np.asarray(_round_up(dims * bits // 8 + extra, ROW_ALIGNMENT), dtype=np.int64)
 
 
 def serving_table_bytes(
@@ -190,10 +188,8 @@ def serving_table_bytes(
 
     ``round_up(R * serving_row_bytes(D, dtype), 128)``, int64, broadcast over the arguments.
     """
-    rows, dims = np.broadcast_arrays(
-        np.asarray(num_embeddings, dtype=np.int64), np.asarray(embedding_dim, dtype=np.int64)
-    )
-    return _round_up(rows * serving_row_bytes(dims, dtype), TABLE_ALIGNMENT)
+    rows = np.asarray(num_embeddings, dtype=np.int64)
+    return _round_up(rows * serving_row_bytes(embedding_dim, dtype), TABLE_ALIGNMENT)
 
 
 def planner_serving_bytes(
@@ -204,10 +200,8 @@ def planner_serving_bytes(
     What ``EmbeddingStorageEstimator(is_inference=True)`` gives a table-wise ``quant`` shard of
     a quantized collection (the padded state-dict row plus `PLANNER_SCALE_BIAS_BYTES` a row).
     """
-    rows, dims = np.broadcast_arrays(
-        np.asarray(num_embeddings, dtype=np.int64), np.asarray(embedding_dim, dtype=np.int64)
-    )
-    return rows * serving_row_bytes(dims, dtype) + rows * PLANNER_SCALE_BIAS_BYTES
+    rows = np.asarray(num_embeddings, dtype=np.int64)
+    return rows * serving_row_bytes(embedding_dim, dtype) + rows * PLANNER_SCALE_BIAS_BYTES
 
 
 def _width_ok(dims: np.ndarray, dtypes: np.ndarray) -> np.ndarray:

@@ -291,3 +291,26 @@ def test_state_dict_shows_int4_and_int2_rows_unpacked():
         assert tuple(weight.shape) == (10, width)
         # torchrec's own byte count of it is the padded row, 16-byte aligned.
         assert get_tensor_size_bytes(weight) == 10 * int(serving_row_bytes(64, dtype))
+
+
+def test_constants_are_torchrec_and_fbgemm_defaults():
+    from fbgemm_gpu.split_embedding_configs import SparseType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import (
+        DEFAULT_SCALE_BIAS_SIZE_IN_BYTES,
+    )
+    from fbgemm_gpu.split_table_batched_embeddings_ops_inference import (
+        align_to_cacheline,
+        rounded_row_size_in_bytes,
+    )
+    from torchrec.quant.embedding_modules import DEFAULT_ROW_ALIGNMENT
+
+    from embviz.serving import ROW_ALIGNMENT, SCALE_BIAS_BYTES, TABLE_ALIGNMENT
+
+    assert ROW_ALIGNMENT == DEFAULT_ROW_ALIGNMENT
+    assert SCALE_BIAS_BYTES == DEFAULT_SCALE_BIAS_SIZE_IN_BYTES
+    assert align_to_cacheline(1) == TABLE_ALIGNMENT
+    for dtype in SERVING_DTYPES:
+        sparse = SparseType(dtype)
+        dims = _allowed(dtype, range(1, 1001))
+        fbgemm = [rounded_row_size_in_bytes(d, sparse, DEFAULT_ROW_ALIGNMENT) for d in dims]
+        assert serving_row_bytes(dims, dtype).tolist() == fbgemm
