@@ -21,8 +21,8 @@ from pathlib import Path
 import torchrec  # imported before timing so no figure includes its import
 
 import embviz
-from embviz.build import build_and_measure
 from embviz.demo import train_demo
+from embviz.measure import build_and_measure
 
 
 def timed(work):

@@ -97,7 +97,7 @@ def main() -> int:
     fit_median = statistics.median(timed(lambda: gpu_fit(frame, 64, 80), 20))
     rows.append(("gpu_fit, 10,000 tables", f"{fit_median * 1e6:.0f} µs", "-", True))
 
-    from embviz.plan import plan
+    from embviz.placement import plan
 
     plan(embviz.load_config(embviz.example("ranker")), 4, 80, progress=False)  # imports
     ranker_time = statistics.median(

@@ -306,7 +306,7 @@ def _default_relations(cfg: LargeEmbeddingsConfig) -> tuple[Relation, ...]:
 def _check(
     cfg: LargeEmbeddingsConfig, relations: tuple[Relation, ...], steps: int, every: int
 ) -> int:
-    from embviz.build import _nan_on_zero_grad
+    from embviz.optimizers import nan_on_zero_grad
 
     if not relations:
         raise DemoError("relations must not be empty")
@@ -325,7 +325,7 @@ def _check(
             f"TwHIN's translation embeddings put every table in one space: all tables need the "
             f"same embedding_dim (got {shown})"
         )
-    vanishing = [t.name for t in cfg.tables if _nan_on_zero_grad(t)]
+    vanishing = [t.name for t in cfg.tables if nan_on_zero_grad(t)]
     if vanishing:
         raise DemoError(
             f"tables {', '.join(vanishing)}: Adam/Adagrad with an eps that is 0 in the table's "

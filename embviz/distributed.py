@@ -5,9 +5,10 @@ embviz does not shard anything itself: `embviz.plan` runs torchrec's planner, th
 torchrec's `DistributedModelParallel` places the collection following the plan's
 `ShardingPlan`, exactly as the-algorithm-ml's ``maybe_shard_model`` does for TwHIN: the
 collection is built on ``meta`` with each table's optimizer applied in backward, and sharding
-turns those into FBGEMM's fused optimizers. One training step later every rank reports the
-bytes it holds per table (weight shards and optimizer state, from the tensors themselves), and
-the parent puts them next to the plan's prediction.
+turns those into FBGEMM's fused optimizers (tables the plan puts on fused kernels get FBGEMM's
+optimizer arguments, the others torch's: `embviz.optimizers`). One training step later every
+rank reports the bytes it holds per table (weight shards and optimizer state, from the tensors
+themselves), and the parent puts them next to the plan's prediction.
 
 On GPUs the processes use NCCL, one GPU each. On CPUs they use gloo, and the plan's placements
 (``rank:r/cuda:r``: torchrec's planner always plans for GPUs here) are moved to ``rank:r/cpu``:
@@ -28,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embviz.arguments import as_mode, choice, integer
 from embviz.config import LargeEmbeddingsConfig, Mode, dump_config, load_config
 from embviz.errors import EmbvizError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from embviz.plan import Placement
+    from embviz.placement import Placement
 
 __all__ = [
     "ShardError",
@@ -116,19 +118,18 @@ class ShardedBuild:
 def _resolve_device(device: str, nproc: int) -> str:
     import torch
 
+    device = choice("device", device, ("auto", "cpu", "cuda"))
     if device == "auto":
         return "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= nproc else "cpu"
     if device == "cpu":
         return "cpu"
-    if device == "cuda":
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if available < nproc:
-            raise ShardError(
-                f"{nproc} processes need {nproc} CUDA devices (one each), this machine has "
-                f"{available}; use device='cpu' (gloo) or fewer processes"
-            )
-        return "cuda"
-    raise ShardError(f"device must be 'auto', 'cpu' or 'cuda' for a sharded build, got {device!r}")
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available < nproc:
+        raise ShardError(
+            f"{nproc} processes need {nproc} CUDA devices (one each), this machine has "
+            f"{available}; use device='cpu' (gloo) or fewer processes"
+        )
+    return "cuda"
 
 
 def cpu_sharding_plan(sharding_plan: Any) -> Any:
@@ -217,13 +218,11 @@ def build_sharded(
     ShardError
         A placement for another world size or other tables, too few GPUs, Adam tables on the
         CPU's fused kernels, or processes that failed or timed out (with their output).
+    ArgumentError
+        A bad ``nproc``, ``device`` or ``mode``.
     """
-    from embviz.memory import _as_mode
-
-    mode = _as_mode(mode)
-    nproc = placement.gpus if nproc is None else nproc
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ShardError(f"nproc must be an integer >= 1, got {nproc!r}")
+    mode = as_mode(mode)
+    nproc = integer("nproc", placement.gpus if nproc is None else nproc)
     if placement.gpus != nproc:
         raise ShardError(
             f"the placement was planned for {placement.gpus} GPUs but {nproc} processes were "
@@ -402,19 +401,19 @@ def build_sharded_from_config(
     -------
     ShardedBuild
     """
-    from embviz.build import BuildError, scale_config
-    from embviz.plan import plan
+    from embviz.build import scale_config
+    from embviz.placement import plan
 
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ShardError(f"nproc must be an integer >= 1, got {nproc!r}")
-    try:
-        cfg = scale_config(cfg, scale)
-    except BuildError as exc:
-        raise ShardError(str(exc)) from None
+    nproc = integer("nproc", nproc)
+    cfg = scale_config(cfg, scale)
     resolved = _resolve_device(device, nproc)
     if hbm_gib is None:
         hbm_gib = _free_gib(resolved, nproc)
-    placement = plan(cfg, gpus=nproc, hbm_gib=hbm_gib, batch_size=batch_size, progress=progress)
+    # torchrun --standalone: every process on this one host.
+    host = {"gpus_per_host": nproc}
+    placement = plan(
+        cfg, gpus=nproc, hbm_gib=hbm_gib, batch_size=batch_size, progress=progress, **host
+    )
     if resolved == "cpu":
         replicated = placement.tables.loc[
             placement.tables["sharding_type"] == "data_parallel", "table"
@@ -427,6 +426,7 @@ def build_sharded_from_config(
                 batch_size=batch_size,
                 sharding_types={str(t): ["table_wise"] for t in replicated},
                 progress=progress,
+                **host,
             )
     return build_sharded(
         cfg, placement, nproc, device=resolved, snapshot=snapshot, progress=progress
@@ -521,6 +521,7 @@ def _worker(folder: Path) -> None:
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
     from embviz.build import build_collection
+    from embviz.optimizers import apply_optimizer
 
     settings = json.loads((folder / _SETTINGS_FILE).read_text())
     cfg = load_config(folder / _CONFIG_FILE)
@@ -538,8 +539,18 @@ def _worker(folder: Path) -> None:
     try:
         torch.manual_seed(0)
         start_allocated = torch.cuda.memory_allocated(device) if on_cuda else None
-        # As the-algorithm-ml: a meta collection with the optimizers applied, then DMP.
-        ebc = build_collection(cfg, "meta", apply_optimizers=settings["train"], progress=False)
+        # As the-algorithm-ml: a meta collection with the optimizers applied, then DMP. Tables
+        # on FBGEMM's fused kernels get FBGEMM's optimizer arguments (it has no `betas`).
+        ebc = build_collection(cfg, "meta", apply_optimizers=False, progress=False)
+        if settings["train"]:
+            kernels = {
+                name: ps.compute_kernel
+                for module_plan in sharding_plan.plan.values()
+                for name, ps in module_plan.items()
+            }
+            for table in cfg.tables:
+                fused = str(kernels.get(table.name, "")).startswith("fused")
+                apply_optimizer(ebc.embedding_bags[table.name].weight, table, fused=fused)
         sharder = EmbeddingBagCollectionSharder()
         model = DistributedModelParallel(ebc, device=device, plan=sharding_plan, sharders=[sharder])
         if settings["train"]:

@@ -21,7 +21,6 @@ left out.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,13 +30,19 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from embviz.arguments import as_config, as_mode, choice, integer, number
 from embviz.config import DataType, EmbeddingBagConfig, LargeEmbeddingsConfig, Mode
-from embviz.errors import EmbvizError
+from embviz.errors import ArgumentError, UnknownTableError
+from embviz.optimizers import (
+    ADAGRAD_STATES,
+    fused_type_name,
+    planner_multiplier,
+    torch_class_name,
+)
 
 __all__ = [
     "BYTE_COLUMNS",
     "GpuFit",
-    "MemoryArgumentError",
     "UnknownTableError",
     "binary_unit",
     "block_bytes",
@@ -56,7 +61,6 @@ OptimizerState = Literal["fused", "torch"]
 AdagradState = Literal["exact", "rowwise"]
 
 OPTIMIZER_STATES: tuple[str, ...] = ("fused", "torch")
-ADAGRAD_STATES: tuple[str, ...] = ("exact", "rowwise")
 
 # Columns holding exact byte counts (int64), in display order.
 BYTE_COLUMNS: tuple[str, ...] = (
@@ -80,91 +84,18 @@ _TORCH_STEP_BYTES = 4
 # tests/test_plan.py checks it against the installed torchrec).
 PLANNER_RESERVED_FRACTION = 0.15
 
-_FUSED_KERNEL = {"sgd": "EXACT_SGD", "adagrad": "EXACT_ADAGRAD", "adam": "ADAM"}
-_TORCH_CLASS = {
-    "sgd": "torch.optim.SGD",
-    "adagrad": "torch.optim.Adagrad",
-    "adam": "torch.optim.Adam",
-}
+# The text columns of a memory_table frame.
+STRING_COLUMNS: tuple[str, ...] = (
+    "data_type",
+    "optimizer",
+    "optimizer_kernel",
+    "planner_note",
+    "note",
+    "optimizer_state",
+    "mode",
+)
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-
-
-class MemoryArgumentError(EmbvizError, ValueError):
-    """An argument of a memory function has a value it cannot take.
-
-    Attributes
-    ----------
-    argument : str
-        The parameter's name (``"optimizer_state"``, ``"mode"``, ...).
-    """
-
-    def __init__(self, argument: str, message: str):
-        self.argument = argument
-        super().__init__(f"{argument}: {message}")
-
-
-class UnknownTableError(EmbvizError, KeyError):
-    """Table names that are not in the config; the message lists the config's tables."""
-
-    def __init__(self, unknown: list[str], known: list[str]):
-        self.unknown = list(unknown)
-        self.known = list(known)
-        names = ", ".join(repr(n) for n in unknown)
-        shown = ", ".join(known[:50]) + (f", ... ({len(known)} in all)" if len(known) > 50 else "")
-        super().__init__(f"no table named {names} (tables: {shown})")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
-
-
-def _check_choice(argument: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise MemoryArgumentError(
-            argument, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-        )
-    return value
-
-
-def _as_mode(mode: Mode | str) -> Mode:
-    try:
-        return Mode(mode)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in Mode)
-        raise MemoryArgumentError("mode", f"must be one of {choices}, got {mode!r}") from None
-
-
-def _as_config(cfg: object) -> LargeEmbeddingsConfig:
-    if not isinstance(cfg, LargeEmbeddingsConfig):
-        raise MemoryArgumentError(
-            "cfg", f"must be a LargeEmbeddingsConfig (see embviz.load_config), got {type(cfg)!r}"
-        )
-    return cfg
-
-
-@functools.lru_cache(maxsize=4096)
-def _planner_multiplier(optimizer_class: str, embedding_dim: int) -> float:
-    """torchrec's own optimizer-state multiplier for one optimizer class and table width.
-
-    Calls ``torchrec.distributed.planner.shard_estimators._get_optimizer_multipler`` (same
-    signature in torchrec 1.6-1.8), so the planner column follows the installed torchrec.
-    Cached: a config has few distinct (optimizer, dim) pairs.
-    """
-    if optimizer_class == "none":  # torchrec's multiplier without an optimizer; no import
-        return 0.0
-    import torch
-    import torchrec.optim as trec_optim
-    from torchrec.distributed.planner.shard_estimators import _get_optimizer_multipler
-
-    classes = {
-        "none": None,
-        "torch.optim.SGD": torch.optim.SGD,
-        "torch.optim.Adagrad": torch.optim.Adagrad,
-        "torch.optim.Adam": torch.optim.Adam,
-        "torchrec.optim.RowWiseAdagrad": trec_optim.RowWiseAdagrad,
-    }
-    # The row count does not enter torchrec's multiplier (only shape[-1] does).
-    return float(_get_optimizer_multipler(classes[optimizer_class], torch.Size([1, embedding_dim])))
 
 
 def _state_bytes(
@@ -226,14 +157,14 @@ def block_bytes(
     (numpy.ndarray, numpy.ndarray)
         int64 weight bytes and optimizer-state bytes per block.
     """
-    optimizer_state = _check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
-    adagrad = _check_choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
+    optimizer_state = choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
+    adagrad = choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
     rows_a = np.asarray(rows, dtype=np.int64)
     cols_a = np.asarray(cols, dtype=np.int64)
     size_a = np.asarray(itemsize, dtype=np.int64)
     rows_a, cols_a, size_a = np.broadcast_arrays(rows_a, cols_a, size_a)
     weights = rows_a * cols_a * size_a
-    if _as_mode(mode) is not Mode.TRAIN:
+    if as_mode(mode) is not Mode.TRAIN:
         return weights, np.zeros_like(weights)
     optimizer_a = np.broadcast_to(np.asarray(optimizer, dtype=object), weights.shape)
     momentum_a = np.broadcast_to(np.asarray(momentum, dtype=np.float64), weights.shape)
@@ -301,7 +232,10 @@ def memory_table(
         optimizer or the torch.optim class), exact int64 ``weight_bytes``,
         ``optimizer_bytes``, ``total_bytes``, ``fp32_total_bytes`` and ``fp16_total_bytes``
         (the total if the table were stored in that dtype, same optimizer and mode),
-        ``logged`` (in ``tables_to_log``), ``planner_bytes``, ``planner_note`` and ``note``.
+        ``logged`` (in ``tables_to_log``), ``planner_bytes``, ``planner_note``, ``note``,
+        and how the bytes were counted: ``optimizer_state`` (``"fused"``/``"torch"``) and
+        ``mode`` (``"train"``, ...), the same on every row (``optimizer_kernel`` shows the
+        row-wise Adagrad what-if as ``EXACT_ROWWISE_ADAGRAD``).
 
         ``planner_bytes`` is torchrec's planner estimate of the table's storage: weight bytes
         plus ``ceil(weight bytes * m)`` with torchrec's own multiplier ``m`` (Adam 2, SGD 0,
@@ -314,7 +248,7 @@ def memory_table(
 
     Raises
     ------
-    MemoryArgumentError
+    ArgumentError
         For an unknown ``optimizer_state``, ``mode``, ``adagrad`` or ``serving_dtype``,
         row-wise Adagrad with ``optimizer_state="torch"`` (torch has no row-wise Adagrad),
         ``serving_dtype`` with a mode other than INFERENCE, or a ``cfg`` that is not a
@@ -327,20 +261,20 @@ def memory_table(
 
     Notes
     -----
-    Vectorised with NumPy; the first call imports torchrec's planner (a few seconds) for its
-    multipliers, later calls take milliseconds even for 10,000 tables.
+    Vectorised with NumPy, and imports neither torch nor torchrec: milliseconds even for
+    10,000 tables. torchrec's multiplier rule is kept in `embviz.optimizers`.
     """
     if serving_dtype is not None:
         from embviz.serving import serving_memory_table
 
         return serving_memory_table(cfg, serving_dtype, optimizer_state, mode, adagrad=adagrad)
-    cfg = _as_config(cfg)
-    optimizer_state = _check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
-    adagrad = _check_choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
-    mode = _as_mode(mode)
+    cfg = as_config(cfg)
+    optimizer_state = choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)  # type: ignore[assignment]
+    adagrad = choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
+    mode = as_mode(mode)
     rowwise = adagrad == "rowwise"
     if rowwise and optimizer_state != "fused":
-        raise MemoryArgumentError(
+        raise ArgumentError(
             "adagrad",
             "'rowwise' (EXACT_ROWWISE_ADAGRAD) is a fused FBGEMM optimizer; "
             "use optimizer_state='fused'",
@@ -377,23 +311,18 @@ def memory_table(
     fp32_weights, fp32_state = totals_for(np.full(n, 4, dtype=np.int64))
     fp16_weights, fp16_state = totals_for(np.full(n, 2, dtype=np.int64))
 
-    is_adagrad = optimizer == "adagrad"
     if optimizer_state == "fused":
-        kernel = np.array([_FUSED_KERNEL[o] for o in optimizer], dtype=object)
-        if rowwise:
-            kernel[is_adagrad] = "EXACT_ROWWISE_ADAGRAD"
+        kernel = np.array([fused_type_name(o, adagrad) for o in optimizer], dtype=object)
     else:
-        kernel = np.array([_TORCH_CLASS[o] for o in optimizer], dtype=object)
+        kernel = np.array([torch_class_name(o) for o in optimizer], dtype=object)
 
-    # The optimizer class the planner sees on each weight (`_optimizer_classes`), as TwHIN's
-    # apply_optimizer_in_backward sets it; torchrec's RowWiseAdagrad for the row-wise what-if.
-    planner_class = np.array([_TORCH_CLASS[o] for o in optimizer], dtype=object)
-    if rowwise:
-        planner_class[is_adagrad] = "torchrec.optim.RowWiseAdagrad"
-    if not train:
-        planner_class[:] = "none"
+    # torchrec's planner multiplier for the optimizer class TwHIN applies to each weight
+    # (torchrec's RowWiseAdagrad for the row-wise what-if); no optimizer outside TRAIN.
     multiplier = np.fromiter(
-        (_planner_multiplier(c, int(d)) for c, d in zip(planner_class, dims, strict=True)),
+        (
+            planner_multiplier(o if train else None, int(d), adagrad)
+            for o, d in zip(optimizer, dims, strict=True)
+        ),
         dtype=np.float64,
         count=n,
     )
@@ -443,12 +372,13 @@ def memory_table(
             "planner_bytes": planner_bytes,
             "planner_note": planner_note,
             "note": note,
+            "optimizer_state": optimizer_state,
+            "mode": mode.value,
         },
         index=pd.Index(names, name="table"),
     )
-    for column in ("data_type", "optimizer", "optimizer_kernel", "planner_note", "note"):
+    for column in STRING_COLUMNS:
         frame[column] = frame[column].astype(str)
-    frame.attrs.update(optimizer_state=optimizer_state, mode=mode.value, adagrad=adagrad)
     return frame
 
 
@@ -467,7 +397,7 @@ def totals(frame: pd.DataFrame) -> pd.Series:
     """
     columns = _byte_columns(frame)
     if not columns:
-        raise MemoryArgumentError("frame", "has none of the byte columns of memory_table")
+        raise ArgumentError("frame", "has none of the byte columns of memory_table")
     return frame[columns].sum().astype(np.int64).rename("total")
 
 
@@ -499,10 +429,9 @@ def largest_tables(frame: pd.DataFrame, n: int, by: str = "total_bytes") -> pd.D
     The frame itself when it has at most ``n`` rows. Byte columns of the extra row are sums;
     other columns are missing. Config order is kept for the tables shown (for display).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise MemoryArgumentError("n", f"must be an integer >= 2, got {n!r}")
+    n = integer("n", n, minimum=2)
     if by not in frame.columns:
-        raise MemoryArgumentError("by", f"no column {by!r} in the frame")
+        raise ArgumentError("by", f"no column {by!r} in the frame")
     if len(frame) <= n:
         return frame
     keep = frame[by].nlargest(n - 1, keep="first").index
@@ -536,7 +465,7 @@ def dtype_savings(frame: pd.DataFrame) -> pd.DataFrame:
     """
     needed = {"fp32_total_bytes", "fp16_total_bytes", "total_bytes"}
     if not needed <= set(frame.columns):
-        raise MemoryArgumentError("frame", "must come from memory_table (fp32/fp16 totals)")
+        raise ArgumentError("frame", "must come from memory_table (fp32/fp16 totals)")
     out = pd.DataFrame(
         {
             "data_type": frame["data_type"].astype(object)
@@ -572,19 +501,17 @@ def with_dtype(
 
     Raises
     ------
-    MemoryArgumentError
+    ArgumentError
         For a ``data_type`` that is not ``"fp32"``/``"fp16"``.
     UnknownTableError
         For names in ``tables`` that are not in the config; the message lists the tables.
     """
-    cfg = _as_config(cfg)
+    cfg = as_config(cfg)
     try:
         dtype = DataType(data_type)
     except ValueError:
         choices = ", ".join(repr(d.value) for d in DataType)
-        raise MemoryArgumentError(
-            "data_type", f"must be one of {choices}, got {data_type!r}"
-        ) from None
+        raise ArgumentError("data_type", f"must be one of {choices}, got {data_type!r}") from None
     if isinstance(tables, str):
         tables = [tables]
     chosen = set(cfg.table_names if tables is None else tables)
@@ -670,13 +597,10 @@ def gpu_fit(memory_frame: pd.DataFrame, gpus: int, hbm_gib: float) -> GpuFit:
         A table larger than one device still fits when it is row- or column-wise sharded; the
         message says so.
     """
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or gpus < 1:
-        raise MemoryArgumentError("gpus", f"must be an integer >= 1, got {gpus!r}")
-    if isinstance(hbm_gib, bool) or not isinstance(hbm_gib, (int, float)) or not hbm_gib > 0:
-        raise MemoryArgumentError("hbm_gib", f"must be a number > 0, got {hbm_gib!r}")
+    gpus = integer("gpus", gpus)
+    hbm_gib = number("hbm_gib", hbm_gib, strict=True)
     if "total_bytes" not in memory_frame.columns or memory_frame.empty:
-        raise MemoryArgumentError("memory_frame", "must be a non-empty frame from memory_table")
-    gpus = int(gpus)
+        raise ArgumentError("memory_frame", "must be a non-empty frame from memory_table")
     hbm_bytes = round(hbm_gib * 1024**3)
     table_bytes = memory_frame["total_bytes"]
     needed = int(table_bytes.sum())

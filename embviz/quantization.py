@@ -110,7 +110,7 @@ def dequantize(rows: torch.Tensor, dtype: str) -> torch.Tensor:
 
     Raises
     ------
-    MemoryArgumentError
+    embviz.ArgumentError
         An unknown ``dtype``.
     ServingWidthError
         A width FBGEMM cannot quantize to ``dtype`` (see `embviz.serving`).
@@ -253,7 +253,7 @@ def quantization_error(
 
     Raises
     ------
-    MemoryArgumentError
+    embviz.ArgumentError
         An unknown ``dtype``, a bad ``weight``, ``k``, ``pairs``, ``rows``, ``queries``,
         ``bag_size``; or too few rows with a non-zero norm for ``k`` neighbours or bags.
     ServingWidthError

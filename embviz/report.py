@@ -56,6 +56,7 @@ def write_report(
     gpus: int | None = None,
     hbm_gib: float | None = None,
     batch_size: int = 512,
+    gpus_per_host: int = 8,
     optimizer_state: OptimizerState = "fused",
     mode: Mode | str = Mode.TRAIN,
     title: str = "embviz report",
@@ -77,6 +78,8 @@ def write_report(
         Given together: the fit on that many GPUs and torchrec's placement (`embviz.plan`).
     batch_size : int
         Batch size per rank for the planner.
+    gpus_per_host : int
+        GPUs per host for the planner (`embviz.plan`).
     optimizer_state, mode
         As for `embviz.memory_table`.
     title, source, compare_source : str
@@ -126,7 +129,7 @@ def write_report(
         f"({int(sums['total_bytes']):,} bytes: weights {human_bytes(int(sums['weight_bytes']))}, "
         f"optimizer state {human_bytes(int(sums['optimizer_bytes']))}); "
         f"optimizer state counted as <code>{html.escape(str(optimizer_state))}</code>, mode "
-        f"<code>{html.escape(str(frame.attrs.get('mode', mode)))}</code>.</p>"
+        f"<code>{html.escape(str(frame['mode'].iloc[0]))}</code>.</p>"
     )
     sections.append("<h2>Memory per table</h2>" + summary + _memory_html(frame))
     sections.append(save(plot_memory(frame, budget_bytes=budget), "memory.png"))
@@ -138,7 +141,11 @@ def write_report(
         + save(plot_dtype_savings(frame), "dtype_savings.png")
     )
     if fit is not None:
-        sections.append(_placement_html(cfg, fit, gpus, hbm_gib, batch_size, save, plot_placement))
+        sections.append(
+            _placement_html(
+                cfg, fit, gpus, hbm_gib, batch_size, gpus_per_host, save, plot_placement
+            )
+        )
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
 
@@ -191,14 +198,18 @@ def _memory_html(frame: pd.DataFrame) -> str:
     return f"<table>{head}{''.join(body)}</table>" + (planner if notes else "")
 
 
-def _placement_html(cfg, fit, gpus, hbm_gib, batch_size, save, plot_placement) -> str:
-    from embviz.plan import PlanError, plan
+def _placement_html(
+    cfg, fit, gpus, hbm_gib, batch_size, gpus_per_host, save, plot_placement
+) -> str:
+    from embviz.placement import PlanError, plan
 
     fit_class = "" if fit.fits else " class='bad'"
     parts = [f"<h2>Placement on {gpus} GPUs of {hbm_gib:g} GiB</h2>", f"<p{fit_class}>"]
     parts.append(html.escape(fit.message) + "</p>")
     try:
-        placement = plan(cfg, gpus=gpus, hbm_gib=hbm_gib, batch_size=batch_size)
+        placement = plan(
+            cfg, gpus=gpus, hbm_gib=hbm_gib, batch_size=batch_size, gpus_per_host=gpus_per_host
+        )
     except PlanError as exc:
         parts.append(f"<p class='bad'>torchrec's planner: {html.escape(str(exc))}</p>")
         return "".join(parts)

@@ -125,9 +125,9 @@ class ServingWidthError(EmbvizError, ValueError):
 
 
 def _argument_error(argument: str, message: str) -> EmbvizError:
-    from embviz.memory import MemoryArgumentError
+    from embviz.errors import ArgumentError
 
-    return MemoryArgumentError(argument, message)
+    return ArgumentError(argument, message)
 
 
 def _as_dtype(value: object, argument: str = "serving_dtype") -> str:
@@ -231,7 +231,7 @@ def serving_dtypes(
 
     Raises
     ------
-    MemoryArgumentError
+    embviz.ArgumentError
         An unknown dtype (the message lists `SERVING_DTYPES`), or a ``serving_dtype`` that is
         neither a string nor a mapping.
     UnknownTableError
@@ -370,7 +370,7 @@ def parse_serving_dtype(
 
     Raises
     ------
-    MemoryArgumentError
+    embviz.ArgumentError
         An unknown dtype, two defaults, a table named twice, or a malformed string.
     UnknownTableError
         A table the config does not have.

@@ -31,9 +31,11 @@ from typing import Any
 import pandas as pd
 
 import embviz
-from embviz.build import BuildWarning, _nan_on_zero_grad, build_and_measure, scale_config
+from embviz.build import BuildWarning, scale_config
 from embviz.config import LargeEmbeddingsConfig, Mode
+from embviz.measure import build_and_measure
 from embviz.memory import human_bytes, memory_table
+from embviz.optimizers import nan_on_zero_grad
 
 TOLERANCE = 0.01
 # Share of the free GPU memory the check may use.
@@ -56,7 +58,7 @@ def needed_bytes(cfg: LargeEmbeddingsConfig, scale: float | None) -> int:
     scaled = scale_config(cfg, scale)
     frame = memory_table(scaled, "torch", Mode.TRAIN)
     copies = sum(
-        int(frame.loc[t.name, "weight_bytes"]) for t in scaled.tables if _nan_on_zero_grad(t)
+        int(frame.loc[t.name, "weight_bytes"]) for t in scaled.tables if nan_on_zero_grad(t)
     )
     gradient = int(frame["weight_bytes"].max())
     return int(frame["total_bytes"].sum()) + copies + gradient
@@ -126,7 +128,7 @@ def bytes_check(
     Parameters
     ----------
     comparison : pandas.DataFrame
-        `embviz.build.predicted_vs_measured` of a CUDA build (with ``allocated_total_bytes``;
+        `embviz.measure.predicted_vs_measured` of a CUDA build (with ``allocated_total_bytes``;
         without it only the tensor bytes are checked).
     tolerance : float
         Largest relative difference accepted.

@@ -14,12 +14,11 @@ from embviz.build import (
     BuildRefused,
     BuildWarning,
     build_collection,
-    measure_collection,
-    predicted_vs_measured,
     preflight,
     scale_config,
 )
-from embviz.errors import EmbvizError
+from embviz.errors import ArgumentError, EmbvizError
+from embviz.measure import measure_collection, predicted_vs_measured
 from embviz.memory import memory_table
 from embviz.snapshots import SnapshotError
 
@@ -197,14 +196,14 @@ def test_cuda_without_cuda(device):
 @pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x"])
 def test_unknown_device(device):
     with pytest.raises(
-        BuildError, match="device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'meta'"
+        ArgumentError, match="^device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'meta'"
     ):
         build_collection(tables_config(table("a")), device, progress=False)
 
 
 @pytest.mark.parametrize("scale", [0, -1, 1.5, True, "0.5"])
 def test_bad_scale(scale):
-    with pytest.raises(BuildError, match=r"scale must be a number in \(0, 1\]"):
+    with pytest.raises(ArgumentError, match=r"^scale: must be a number in \(0, 1\]"):
         build_collection(tables_config(table("a")), "cpu", scale=scale, progress=False)
 
 

@@ -85,8 +85,8 @@ def test_build_on_meta_predicts_only(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--device", "tpu"], "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'meta'"),
-        (["--scale", "2"], "scale must be a number in (0, 1]"),
+        (["--device", "tpu"], "device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'meta'"),
+        (["--scale", "2"], "scale: must be a number in (0, 1]"),
         (["--device", "cuda:3"], "cuda:3"),
     ],
 )

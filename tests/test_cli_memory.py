@@ -13,6 +13,7 @@ from embviz.cli import main
 from embviz.memory import memory_table, totals
 
 RANKER = str(embviz.example("ranker"))
+TWHIN = str(embviz.example("twhin"))
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +121,30 @@ def test_plan_too_small_exit_2_with_min_gpus(run_cli):
         (["--gpus", "0", "--hbm-gib", "80"], "gpus:"),
         (["--gpus", "2", "--hbm-gib", "-1"], "hbm_gib:"),
         (["--gpus", "2", "--hbm-gib", "80", "--sharding-types", "diagonal"], "sharding_types:"),
+        (["--gpus", "2", "--hbm-gib", "80", "--gpus-per-host", "0"], "gpus_per_host:"),
     ],
 )
 def test_plan_bad_arguments(args, start, capsys):
     assert main(["plan", RANKER, *args]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(start) and captured.out == ""
+
+
+def test_plan_beyond_128_gpus(capsys):
+    # Row-wise over 256 ranks: a shard on every rank, past torch's largest device index (127)
+    # if all were on one host; 8 GPUs per host by default.
+    args = ["plan", TWHIN, "--key", "model.embeddings", "--gpus", "256", "--hbm-gib", "80"]
+    assert main([*args, "--sharding-types", "row_wise", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["gpus"] == 256 and data["gpus_per_host"] == 8
+    assert [r["rank"] for r in data["ranks"] if r["shards"]] == list(range(256))
+    assert main([*args, "--sharding-types", "row_wise", "--gpus-per-host", "16"]) == 0
+    assert "256 x 80 GiB" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_report_passes_gpus_per_host(tmp_path, capsys):
+    args = ["report", TWHIN, "--key", "model.embeddings", "--gpus", "256", "--hbm-gib", "80"]
+    assert main([*args, "--out", str(tmp_path / "ok"), "--gpus-per-host", "16"]) == 0
+    assert "Placement on 256 GPUs" in (tmp_path / "ok" / "index.html").read_text()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--gpus-per-host", "0"]) == 2
+    assert capsys.readouterr().err.startswith("gpus_per_host: must be an integer >= 1")

@@ -15,7 +15,7 @@ from embviz.distributed import (
     cpu_sharding_plan,
 )
 from embviz.memory import memory_table
-from embviz.plan import plan
+from embviz.placement import plan
 
 
 def config():
@@ -202,4 +202,4 @@ def test_cli_nproc_errors_exit_2(capsys):
     code = main(["build", str(embviz.example("twhin")), "--nproc", "0", "--device", "cpu"])
     _, err = capsys.readouterr()
     assert code == 2
-    assert "nproc must be an integer >= 1" in err
+    assert "nproc: must be an integer >= 1" in err

@@ -12,11 +12,11 @@ import pytest
 
 import embviz
 from embviz import DataType, Mode
+from embviz.errors import ArgumentError
 from embviz.memory import (
     BYTE_COLUMNS,
     PLANNER_RESERVED_FRACTION,
     GpuFit,
-    MemoryArgumentError,
     UnknownTableError,
     binary_unit,
     dtype_savings,
@@ -172,7 +172,7 @@ def test_with_dtype_errors(ranker):
     assert "'also_nope'" in message and "'nope'" in message and "user_id" in message
     assert isinstance(info.value, KeyError) and isinstance(info.value, embviz.EmbvizError)
     assert info.value.unknown == ["also_nope", "nope"]
-    with pytest.raises(MemoryArgumentError, match="data_type"):
+    with pytest.raises(ArgumentError, match="data_type"):
         with_dtype(ranker, "bf16")
 
 
@@ -219,22 +219,33 @@ def test_planner_bytes_follow_torchrec_multipliers(ranker):
     assert "momentum" in torch_frame.loc["app_version", "planner_note"]
 
 
-def test_planner_multiplier_is_torchrec_own():
-    import torch
-    import torchrec.optim as trec_optim
-    from torchrec.distributed.planner.shard_estimators import _get_optimizer_multipler
+def test_accounting_travels_as_columns(ranker):
+    frame = memory_table(ranker, "torch", "evaluate")
+    assert (frame["optimizer_state"] == "torch").all() and (frame["mode"] == "evaluate").all()
+    assert frame.attrs == {}
+    fused = memory_table(ranker, adagrad="rowwise")
+    assert set(fused["optimizer_state"]) == {"fused"} and set(fused["mode"]) == {"train"}
+    # Selections and concatenations keep them, unlike DataFrame.attrs.
+    both = pd.concat([frame.iloc[:2], fused.iloc[:2]])
+    assert list(both["mode"]) == ["evaluate", "evaluate", "train", "train"]
 
-    from embviz.memory import _planner_multiplier
 
-    shape = torch.Size([7, 64])
-    assert _planner_multiplier("torch.optim.Adam", 64) == _get_optimizer_multipler(
-        torch.optim.Adam, shape
+def test_memory_table_imports_neither_torch_nor_torchrec(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, embviz\n"
+        "cfg = embviz.load_config(embviz.example('ranker'))\n"
+        "for state in ('fused', 'torch'):\n"
+        "    embviz.memory_table(cfg, state)\n"
+        "embviz.memory_table(cfg, adagrad='rowwise')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchrec', 'fbgemm_gpu')))\n"
     )
-    assert _planner_multiplier("torch.optim.SGD", 64) == 0
-    assert _planner_multiplier("torch.optim.Adagrad", 64) == 1
-    assert _planner_multiplier("torchrec.optim.RowWiseAdagrad", 64) == _get_optimizer_multipler(
-        trec_optim.RowWiseAdagrad, shape
-    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +258,7 @@ def test_planner_multiplier_is_torchrec_own():
     ],
 )
 def test_invalid_arguments_name_the_argument(ranker, kwargs, argument):
-    with pytest.raises(MemoryArgumentError) as info:
+    with pytest.raises(ArgumentError) as info:
         memory_table(ranker, **kwargs)
     assert info.value.argument == argument
     assert str(info.value).startswith(f"{argument}:")
@@ -255,7 +266,7 @@ def test_invalid_arguments_name_the_argument(ranker, kwargs, argument):
 
 
 def test_cfg_must_be_a_config():
-    with pytest.raises(MemoryArgumentError, match="cfg"):
+    with pytest.raises(ArgumentError, match="cfg"):
         memory_table({"tables": []})
 
 
@@ -272,7 +283,7 @@ def test_totals_and_totals_row(ranker):
     assert shown.loc["(total)", "total_bytes"] == sums["total_bytes"]
     assert shown["total_bytes"].dtype == np.int64
     assert pd.isna(shown.loc["(total)", "num_embeddings"])
-    with pytest.raises(MemoryArgumentError, match="frame"):
+    with pytest.raises(ArgumentError, match="frame"):
         totals(pd.DataFrame({"x": [1]}))
 
 
@@ -338,7 +349,7 @@ def test_gpu_fit_tight_mentions_planner_reservation(ranker):
     [(0, 80, "gpus"), (2.5, 80, "gpus"), (True, 80, "gpus"), (4, 0, "hbm_gib"), (4, -1, "hbm_gib")],
 )
 def test_gpu_fit_bad_arguments(ranker, gpus, hbm, argument):
-    with pytest.raises(MemoryArgumentError) as info:
+    with pytest.raises(ArgumentError) as info:
         gpu_fit(memory_table(ranker), gpus, hbm)
     assert info.value.argument == argument
 
@@ -385,7 +396,7 @@ def test_largest_tables_keeps_the_sum(ranker):
         assert shown[column].sum() == frame[column].sum()
         assert shown[column].dtype == np.int64
     assert largest_tables(frame, 12) is frame
-    with pytest.raises(MemoryArgumentError, match="n"):
+    with pytest.raises(ArgumentError, match="n"):
         largest_tables(frame, 1)
 
 
@@ -397,5 +408,5 @@ def test_dtype_savings(ranker):
     assert savings.loc["author_id", "current_bytes"] == savings.loc["author_id", "fp32_bytes"]
     assert savings.loc["(total)", "saved_bytes"] == 22_260_096_768
     assert (savings.iloc[:-1]["saved_bytes"] >= 0).all()
-    with pytest.raises(MemoryArgumentError, match="frame"):
+    with pytest.raises(ArgumentError, match="frame"):
         dtype_savings(savings)

@@ -28,6 +28,7 @@ import pytest
 import embviz
 from embviz import LargeEmbeddingsConfig, Mode
 from embviz.memory import memory_table, totals
+from embviz.optimizers import apply_optimizer
 
 # Every optimizer in fp32 and fp16, SGD with and without momentum, dims multiple of 4 (fused
 # kernels need it), row counts all different so a mix-up between tables shows.
@@ -58,22 +59,6 @@ def _config(optimizers: list[str]) -> LargeEmbeddingsConfig:
     return LargeEmbeddingsConfig.model_validate({"tables": tables})
 
 
-def _torch_optimizer(table, rowwise: bool = False):
-    """TwHIN's mapping: the config's optimizer -> (class, kwargs) for apply_optimizer_in_backward."""
-    import torch
-    import torchrec.optim as trec_optim
-
-    settings = table.optimizer.settings
-    name = table.optimizer.name
-    if name == "sgd":
-        return torch.optim.SGD, {"lr": settings.lr, "momentum": settings.momentum}
-    if name == "adagrad":
-        if rowwise:
-            return trec_optim.RowWiseAdagrad, {"lr": settings.lr, "eps": settings.eps}
-        return torch.optim.Adagrad, {"lr": settings.lr, "eps": settings.eps}
-    return torch.optim.Adam, {"lr": settings.lr, "betas": settings.betas, "eps": settings.eps}
-
-
 def _batch(cfg: LargeEmbeddingsConfig):
     """Two ids per table (rows 0 and 5), one bag each."""
     import torch
@@ -102,15 +87,13 @@ def _nbytes(value) -> int:
 def _measure_unsharded(cfg: LargeEmbeddingsConfig, train: bool) -> dict[str, tuple[int, int]]:
     import torch
     import torchrec
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
     torch.manual_seed(0)
     ebc = torchrec.EmbeddingBagCollection(tables=cfg.to_torchrec(), device=torch.device("cpu"))
     weights = {t.name: ebc.embedding_bags[t.name].weight for t in cfg.tables}
     if train:
         for table in cfg.tables:
-            cls, kwargs = _torch_optimizer(table)
-            apply_optimizer_in_backward(cls, [weights[table.name]], kwargs)
+            apply_optimizer(weights[table.name], table)
         before = {name: w.detach().clone() for name, w in weights.items()}
         ebc(_batch(cfg)).values().float().sum().backward()
         for name, w in weights.items():  # the step really ran: looked-up rows moved
@@ -176,16 +159,16 @@ def _measure_sharded(cfg_path: str, rowwise: bool, store_path: str) -> dict:
         ParameterConstraints,
         Topology,
     )
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
     cfg = embviz.load_config(cfg_path)
     dist.init_process_group("gloo", store=dist.FileStore(store_path, 1), rank=0, world_size=1)
     try:
         torch.manual_seed(0)
         ebc = EmbeddingBagCollection(tables=cfg.to_torchrec(), device=torch.device("meta"))
+        adagrad = "rowwise" if rowwise else "exact"
         for table in cfg.tables:
-            cls, kwargs = _torch_optimizer(table, rowwise=rowwise)
-            apply_optimizer_in_backward(cls, [ebc.embedding_bags[table.name].weight], kwargs)
+            weight = ebc.embedding_bags[table.name].weight
+            apply_optimizer(weight, table, fused=True, adagrad=adagrad)
         sharder = EmbeddingBagCollectionSharder()
         # Tiny tables would be data_parallel (torch optimizer, not fused): force table_wise.
         constraints = {

@@ -1,4 +1,4 @@
-"""embviz.plan: torchrec's planner on a meta collection, results as data, clear failures."""
+"""embviz.plan (embviz.placement): torchrec's planner on a meta collection, results as data."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 
 import embviz
 from embviz import LargeEmbeddingsConfig
-from embviz.memory import PLANNER_RESERVED_FRACTION, UnknownTableError, memory_table
-from embviz.plan import (
+from embviz.errors import ArgumentError, UnknownTableError
+from embviz.memory import PLANNER_RESERVED_FRACTION, memory_table
+from embviz.placement import (
     AUTO_FULL_LIMIT,
     SHARDING_TYPES,
     Placement,
-    PlanArgumentError,
     PlanError,
     plan,
 )
@@ -208,11 +208,13 @@ def test_sharding_types_constraint(ranker):
         ({"estimate": "guess"}, "estimate"),
         ({"search": "deep"}, "search"),
         ({"adagrad": "sparse"}, "adagrad"),
+        ({"gpus_per_host": 0}, "gpus_per_host"),
+        ({"mode": "training"}, "mode"),
     ],
 )
 def test_bad_arguments_are_named(ranker, kwargs, argument):
     arguments = {"gpus": 4, "hbm_gib": 80, **kwargs}
-    with pytest.raises(PlanArgumentError) as info:
+    with pytest.raises(ArgumentError) as info:
         plan(ranker, progress=False, **arguments)
     assert info.value.argument == argument
     assert isinstance(info.value, ValueError)
@@ -273,14 +275,80 @@ def test_constants_follow_torchrec():
 def test_timeout_is_passed_to_torchrec(ranker):
     placement = plan(ranker, 4, 80, timeout_s=30, progress=False)
     assert list(placement.tables["table"]) == ranker.table_names
-    with pytest.raises(PlanArgumentError, match="timeout_s"):
+    with pytest.raises(ArgumentError, match="timeout_s"):
         plan(ranker, 4, 80, timeout_s=0, progress=False)
 
 
-def test_embviz_plan_stays_callable_after_importing_the_module(ranker):
+def test_embviz_plan_is_the_function_and_placement_the_module(ranker):
     import importlib
+    import types
 
-    importlib.import_module("embviz.plan")  # binds the package attribute to the module
-    assert callable(embviz.plan)
-    placement = embviz.plan(ranker, 4, 80, progress=False)
-    assert isinstance(placement, Placement)
+    module = importlib.import_module("embviz.placement")
+    assert isinstance(module, types.ModuleType) and type(module) is types.ModuleType
+    assert embviz.plan is module.plan and embviz.Placement is module.Placement
+    assert isinstance(embviz.plan(ranker, 4, 80, progress=False), Placement)
+
+
+def _shard_devices(placement):
+    return [
+        str(shard.placement)
+        for module_plan in placement.sharding_plan.plan.values()
+        for parameter in module_plan.values()
+        for shard in parameter.sharding_spec.shards
+    ]
+
+
+def test_more_than_128_ranks_go_on_hosts_of_gpus_per_host():
+    # torchrec's default puts every rank on one host: rank 128 would be cuda:128, an invalid
+    # device index ("cuda:-128"). Ranks go on cuda:<rank % gpus_per_host> instead.
+    cfg = _single("big", 1_000_000, 64, "fp32", "sgd")
+    placement = plan(cfg, 256, 80, sharding_types=["row_wise"], progress=False)
+    assert placement.gpus_per_host == 8
+    devices = _shard_devices(placement)
+    assert len(devices) == 256
+    assert devices == [f"rank:{r}/cuda:{r % 8}" for r in range(256)]
+    assert placement.tables.loc[0, "ranks"] == list(range(256))
+    assert placement.ranks["table_bytes"].sum() == memory_table(cfg)["total_bytes"].sum()
+    assert placement.to_dict()["gpus_per_host"] == 8
+    sixteen = plan(cfg, 256, 80, gpus_per_host=16, sharding_types=["row_wise"], progress=False)
+    assert _shard_devices(sixteen)[-1] == "rank:255/cuda:15"
+    # Fewer GPUs than a host holds: one host.
+    assert _shard_devices(plan(cfg, 4, 80, sharding_types=["row_wise"], progress=False)) == [
+        f"rank:{r}/cuda:{r}" for r in range(4)
+    ]
+
+
+def test_torchrec_estimate_is_the_bare_planner():
+    # estimate="torchrec" builds torchrec's default estimators through the public constructor
+    # (EmbeddingEnumerator(estimator=[...])): the plan equals a bare planner's.
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+
+    from embviz.planner import KeepBestPlan, meta_collection
+
+    cfg = embviz.load_config(embviz.example("twhin"))
+    ours = plan(cfg, 2, 1, estimate="torchrec", ddr_gib=1, progress=False)
+    topology = Topology(
+        world_size=2, compute_device="cuda", hbm_cap=GIB, ddr_cap=GIB, local_world_size=2
+    )
+    stats = KeepBestPlan()
+    bare = EmbeddingShardingPlanner(topology=topology, batch_size=512, stats=[stats]).plan(
+        meta_collection(cfg, train=True, adagrad="exact"), [EmbeddingBagCollectionSharder()]
+    )
+    assert str(ours.sharding_plan) == str(bare)
+    # The same estimates shard by shard: storage (HBM, host) and the planner's perf figures.
+    bare_shards = sorted(
+        (o.name, s.rank, s.storage.hbm, s.storage.ddr, s.perf.total)
+        for o in stats.best_plan
+        for s in o.shards
+    )
+    assert sorted(
+        zip(
+            ours.shards["table"],
+            ours.shards["rank"],
+            ours.shards["hbm_bytes"],
+            ours.shards["ddr_bytes"],
+            strict=True,
+        )
+    ) == [t[:4] for t in bare_shards]
+    assert all(t[4] > 0 for t in bare_shards)

@@ -17,7 +17,7 @@ import torch
 import torchrec
 
 import embviz
-from embviz.memory import MemoryArgumentError, UnknownTableError
+from embviz.errors import ArgumentError, UnknownTableError
 from embviz.quantization import (
     QUALITY_COLUMNS,
     dequantize,
@@ -312,7 +312,7 @@ def test_table_of_a_snapshot_a_state_dict_and_a_live_collection(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["int3", "bf16", None])
 def test_unknown_dtype_names_the_choices(dtype):
-    with pytest.raises(MemoryArgumentError) as info:
+    with pytest.raises(ArgumentError) as info:
         quantization_error(_table(10, 8), dtype)
     assert all(d in str(info.value) for d in ("'fp32'", "'fp16'", "'int8'", "'int4'", "'int2'"))
 
@@ -337,7 +337,7 @@ def test_refused_widths(dim, dtype):
     ],
 )
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(MemoryArgumentError, match=match):
+    with pytest.raises(ArgumentError, match=match):
         quantization_error(_table(10, 8), "int8", **kwargs)
 
 
@@ -346,10 +346,10 @@ def test_bad_arguments(kwargs, match):
     [torch.zeros(3), torch.zeros(4, 8, dtype=torch.int64), torch.empty(0, 8), "table", None],
 )
 def test_bad_weights(weight):
-    with pytest.raises(MemoryArgumentError, match="weight"):
+    with pytest.raises(ArgumentError, match="weight"):
         quantization_error(weight, "int8")
 
 
 def test_meta_table_is_refused():
-    with pytest.raises(MemoryArgumentError, match="meta"):
+    with pytest.raises(ArgumentError, match="meta"):
         quantization_error(torch.empty(10, 8, device="meta"), "int8")

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 import embviz
-from embviz.memory import MemoryArgumentError, UnknownTableError, memory_table, totals
+from embviz.errors import ArgumentError, UnknownTableError
+from embviz.memory import memory_table, totals
 from embviz.serving import (
     SERVING_DTYPES,
     ServingWidthError,
@@ -159,16 +160,16 @@ def test_none_is_todays_inference_figure(ranker):
 
 @pytest.mark.parametrize("mode", ["train", "evaluate", embviz.Mode.TRAIN])
 def test_serving_dtype_needs_inference(ranker, mode):
-    with pytest.raises(MemoryArgumentError, match="mode 'inference' only") as info:
+    with pytest.raises(ArgumentError, match="mode 'inference' only") as info:
         memory_table(ranker, mode=mode, serving_dtype="int8")
     assert info.value.argument == "serving_dtype"
-    with pytest.raises(MemoryArgumentError, match="serving_dtype"):
+    with pytest.raises(ArgumentError, match="serving_dtype"):
         memory_table(ranker, serving_dtype="int8")  # the default mode is train
 
 
 @pytest.mark.parametrize("bad", ["int3", "INT8", "bf16", 8, ["int8"]])
 def test_unknown_dtype_names_the_choices(ranker, bad):
-    with pytest.raises(MemoryArgumentError) as info:
+    with pytest.raises(ArgumentError) as info:
         memory_table(ranker, mode="inference", serving_dtype=bad)
     message = str(info.value)
     assert message.startswith("serving_dtype:")
@@ -176,7 +177,7 @@ def test_unknown_dtype_names_the_choices(ranker, bad):
 
 
 def test_unknown_dtype_in_mapping(ranker):
-    with pytest.raises(MemoryArgumentError, match="'int16'"):
+    with pytest.raises(ArgumentError, match="'int16'"):
         memory_table(ranker, mode="inference", serving_dtype={"user_id": "int16"})
 
 
@@ -268,7 +269,7 @@ def test_parse_default_and_overrides(ranker):
     ],
 )
 def test_parse_errors(ranker, values, match):
-    with pytest.raises(MemoryArgumentError, match=match):
+    with pytest.raises(ArgumentError, match=match):
         parse_serving_dtype(values, ranker)
 
 

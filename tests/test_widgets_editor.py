@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 import embviz
 from embviz import DataType, Mode
 from embviz.memory import UnknownTableError, gpu_fit, memory_table, totals
-from embviz.plan import PlanError, plan
+from embviz.placement import PlanError, plan
 from embviz.plots.memory import plot_dtype_savings, plot_memory, plot_placement
 from embviz.widgets import CollectionEditor
 from embviz.widgets.editor import DTYPE_FIGSIZE, MEMORY_FIGSIZE, PLACEMENT_FIGSIZE

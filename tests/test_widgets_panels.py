@@ -10,14 +10,8 @@ import torch
 from matplotlib.figure import Figure
 
 import embviz
-from embviz.build import (
-    BuildError,
-    BuildRefused,
-    measure_collection,
-    predicted_vs_measured,
-    preflight,
-    scale_config,
-)
+from embviz.build import BuildError, BuildRefused, preflight, scale_config
+from embviz.measure import measure_collection, predicted_vs_measured
 from embviz.memory import human_bytes, memory_table
 from embviz.norms import (
     UnknownEntityError,
@@ -148,7 +142,7 @@ def test_cuda_without_cuda_is_explained(ranker):
 def test_bad_scale_is_explained(ranker, scale):
     panel = BuildPanel(ranker, device="cpu", scale=SCALE, progress=False)
     panel.controls["scale"].value = scale
-    assert panel.error == f"scale must be a number in (0, 1], got {scale!r}"
+    assert panel.error == f"scale: must be a number in (0, 1], got {scale!r}"
     panel.controls["scale"].value = SCALE
     assert panel.error == ""
 

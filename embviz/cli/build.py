@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.nproc is not None:
         return _run_sharded(args, cfg)
-    from embviz.build import build_and_measure
+    from embviz.measure import build_and_measure
 
     check = _warnings_to_stderr(
         lambda: build_and_measure(cfg, args.device, scale=args.scale, progress=not args.no_progress)

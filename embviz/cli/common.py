@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_accounting_arguments",
     "add_config_arguments",
+    "add_gpus_per_host_argument",
     "config_from_args",
     "write_frame",
 ]
@@ -57,6 +58,17 @@ def add_accounting_arguments(
             default="exact",
             help="rowwise: what-if of EXACT_ROWWISE_ADAGRAD (one fp32 per row; fused only)",
         )
+
+
+def add_gpus_per_host_argument(parser: argparse.ArgumentParser) -> None:
+    """``--gpus-per-host``: torchrec's local world size for the planner."""
+    parser.add_argument(
+        "--gpus-per-host",
+        type=int,
+        default=8,
+        metavar="G",
+        help="GPUs per host: torchrec places rank r on cuda:<r %% G> of its host (default 8)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> LargeEmbeddingsConfig:

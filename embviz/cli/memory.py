@@ -7,8 +7,7 @@ json give exact bytes (with a ``(total)`` row).
 from __future__ import annotations
 
 import argparse
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from embviz.cli.common import (
     add_accounting_arguments,
@@ -16,6 +15,9 @@ from embviz.cli.common import (
     config_from_args,
     write_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
     """Human units for the table format (the bytes themselves are the frame's)."""
+    import pandas as pd
+
     from embviz.memory import human_bytes, with_totals
 
     shown = with_totals(frame)

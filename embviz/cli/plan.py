@@ -11,9 +11,12 @@ import argparse
 import json
 import sys
 
-import pandas as pd
-
-from embviz.cli.common import add_accounting_arguments, add_config_arguments, config_from_args
+from embviz.cli.common import (
+    add_accounting_arguments,
+    add_config_arguments,
+    add_gpus_per_host_argument,
+    config_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--hbm-gib", type=float, required=True, metavar="X", help="memory per GPU, GiB"
     )
+    add_gpus_per_host_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=512, metavar="B", help="per-rank batch (default 512)"
     )
@@ -64,8 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from embviz.memory import compact_bytes, human_bytes
-    from embviz.plan import plan
+    from embviz.placement import plan
 
     cfg = config_from_args(args)
     types = [t.strip() for t in args.sharding_types.split(",")] if args.sharding_types else None
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         args.hbm_gib,
         args.batch_size,
         ddr_gib=args.ddr_gib,
+        gpus_per_host=args.gpus_per_host,
         sharding_types=types,
         mode=args.mode,
         adagrad=args.adagrad,

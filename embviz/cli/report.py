@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from embviz.cli.common import add_accounting_arguments, add_config_arguments, config_from_args
+from embviz.cli.common import (
+    add_accounting_arguments,
+    add_config_arguments,
+    add_gpus_per_host_argument,
+    config_from_args,
+)
 from embviz.config import load_config
-from embviz.report import write_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare-key", metavar="K", help="section of OTHER (default: --key)")
     parser.add_argument("--gpus", type=int, metavar="N", help="number of GPUs")
     parser.add_argument("--hbm-gib", type=float, metavar="X", help="memory per GPU, GiB")
+    add_gpus_per_host_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, metavar="B")
     add_accounting_arguments(parser, adagrad=False)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from embviz.report import write_report
+
     cfg = config_from_args(args)
     other = None
     if args.compare:
@@ -41,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         hbm_gib=args.hbm_gib,
         batch_size=args.batch_size,
+        gpus_per_host=args.gpus_per_host,
         optimizer_state=args.optimizer_state,
         mode=args.mode,
         title=f"embviz report: {Path(args.config).name}",

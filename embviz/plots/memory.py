@@ -11,7 +11,7 @@ config size), so call it when the data changed, not on every event.
 Bars are horizontal so that table names stay legible; lengths are in one binary unit per
 figure (named on the axis) and equal the DataFrame's exact bytes divided by that unit. Colours
 are from the Okabe-Ito colour-blind-safe palette. No bytes are computed here: the numbers come
-from `embviz.memory` and `embviz.plan`.
+from `embviz.memory` and `embviz.placement`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from embviz.plan import Placement
+    from embviz.placement import Placement
 
 __all__ = [
     "OKABE_ITO",
@@ -101,13 +101,18 @@ def _unit(*values: float) -> tuple[str, int]:
 
 
 def _mode_text(frame: pd.DataFrame) -> str:
-    attrs = frame.attrs
-    if not attrs:
-        return ""
-    parts = [f"{attrs.get('optimizer_state', 'fused')} state", attrs.get("mode", "")]
-    if attrs.get("adagrad") == "rowwise":
+    """``" (fused state, train)"``: how `memory_table` counted, from its own columns."""
+    parts = []
+    for column, suffix in (("optimizer_state", " state"), ("mode", "")):
+        values = frame[column].dropna().unique() if column in frame.columns else []
+        if len(values) == 1:
+            parts.append(f"{values[0]}{suffix}")
+    if (
+        "optimizer_kernel" in frame.columns
+        and (frame["optimizer_kernel"] == "EXACT_ROWWISE_ADAGRAD").any()
+    ):
         parts.append("row-wise Adagrad")
-    return " (" + ", ".join(p for p in parts if p) + ")"
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def plot_memory(
@@ -260,7 +265,7 @@ def plot_placement(
 
     Parameters
     ----------
-    placement : embviz.plan.Placement
+    placement : embviz.placement.Placement
         From `embviz.plan`.
     ax : matplotlib Axes, optional
         Drawn on after clearing it; a new Figure when None.

@@ -66,7 +66,7 @@ class BuildPanel(widgets.VBox):
     collection : torchrec.EmbeddingBagCollection or None
         The last collection built (observable trait).
     comparison : pandas.DataFrame or None
-        `embviz.build.predicted_vs_measured` of the last build (None on ``meta``).
+        `embviz.measure.predicted_vs_measured` of the last build (None on ``meta``).
     error : str
         The current refusal or build error, ``""`` when none (observable trait).
     """
@@ -185,12 +185,12 @@ class BuildPanel(widgets.VBox):
 
     @property
     def measured(self) -> pd.DataFrame | None:
-        """`embviz.build.measure_collection` of the last build (None on ``meta``)."""
+        """`embviz.measure.measure_collection` of the last build (None on ``meta``)."""
         return self._measured
 
     @property
     def comparison(self) -> pd.DataFrame | None:
-        """`embviz.build.predicted_vs_measured` of the last build (None on ``meta``)."""
+        """`embviz.measure.predicted_vs_measured` of the last build (None on ``meta``)."""
         return self._comparison
 
     def check(self) -> Preflight | None:
@@ -229,7 +229,8 @@ class BuildPanel(widgets.VBox):
         Returns the collection, or None when the build was refused or failed (the message is
         shown and in `error`).
         """
-        from embviz.build import build_collection, measure_collection, predicted_vs_measured
+        from embviz.build import build_collection
+        from embviz.measure import measure_collection, predicted_vs_measured
         from embviz.memory import human_bytes
 
         if self.check() is None:

@@ -550,7 +550,7 @@ class CollectionEditor(widgets.VBox):
 
     @property
     def placement(self) -> Any:
-        """The last `embviz.plan.Placement` computed with `plan_placement` (None before)."""
+        """The last `embviz.placement.Placement` computed with `plan_placement` (None before)."""
         return self._placement
 
     @property
@@ -723,11 +723,11 @@ class CollectionEditor(widgets.VBox):
         return text
 
     def plan_placement(self) -> Any:
-        """Run torchrec's planner (`embviz.plan.plan`) on the last valid config; draw it.
+        """Run torchrec's planner (`embviz.placement.plan`) on the last valid config; draw it.
 
         Returns the Placement, or None when the planner refused (its message is shown).
         """
-        from embviz.plan import plan
+        from embviz.placement import plan
         from embviz.plots.memory import plot_placement
 
         if "gpus" in self._question_problems or "hbm_gib" in self._question_problems:
@@ -744,7 +744,7 @@ class CollectionEditor(widgets.VBox):
                 placement = plan(
                     self.config, gpus, hbm_gib, mode=mode, adagrad=adagrad, progress=True
                 )
-        except EmbvizError as exc:  # PlanError (no placement, min GPUs), PlanArgumentError
+        except EmbvizError as exc:  # PlanError (no placement, min GPUs), ArgumentError
             self._placement_status.value = message_html(str(exc), ERROR_COLOR, "embviz-plan-error")
             return None
         self._placement, self._placement_key = placement, key
@@ -994,7 +994,8 @@ class CollectionEditor(widgets.VBox):
 
     def _refresh_outputs(self, force: bool) -> None:
         """Recompute what depends on what changed: memory on config/question, fit on GPUs."""
-        from embviz.memory import MemoryArgumentError, gpu_fit, memory_table
+        from embviz.errors import ArgumentError
+        from embviz.memory import gpu_fit, memory_table
 
         self._question_problems = {}
         question = (self._optimizer_state.value, self._mode.value, self._adagrad.value)
@@ -1007,7 +1008,7 @@ class CollectionEditor(widgets.VBox):
                     mode=question[1],
                     adagrad=question[2],
                 )
-            except MemoryArgumentError as exc:
+            except ArgumentError as exc:
                 self._question_problems[exc.argument] = str(exc)
             else:
                 self._memory_key = memory_key
@@ -1019,7 +1020,7 @@ class CollectionEditor(widgets.VBox):
         try:
             # Cheap (a sum over the tables); the HTML only travels when its text changes.
             self._fit = gpu_fit(self.memory, self._gpus.value, self._hbm.value)
-        except MemoryArgumentError as exc:
+        except ArgumentError as exc:
             self._question_problems[exc.argument] = str(exc)
         self._show_fit()
         self._schedule_draws(force)
@@ -1193,7 +1194,7 @@ def _layout_key(ax: Any) -> tuple[Any, ...]:
 
 
 def _placement_html(placement: Any) -> str:
-    """Per-rank and per-table tables of a `embviz.plan.Placement` (human sizes, exact tooltips)."""
+    """Per-rank and per-table tables of a `Placement` (human sizes, exact tooltips)."""
     from embviz.memory import human_bytes
 
     def size(n: Any) -> str:

@@ -1,4 +1,4 @@
-"""Where the tables go on N GPUs: torchrec's EmbeddingShardingPlanner on a ``meta`` collection.
+"""Where the tables go on N GPUs: `plan` runs torchrec's EmbeddingShardingPlanner (no GPU needed).
 
 No GPU is needed: the collection is built on the ``meta`` device with each table's optimizer
 applied in backward (as TwHIN does, so the planner sees the optimizer classes), and the planner
@@ -15,48 +15,39 @@ Two differences from a bare planner, both on by default and both switchable:
   and a plan could over-fill a GPU. ``estimate="torchrec"`` keeps the planner's own figures.
 - ``ddr_gib=0``: tables must fit in HBM (the planner would otherwise offload to host memory
   through UVM, with a 128 GiB host default). Pass ``ddr_gib`` to allow UVM kernels.
+
+The torchrec objects themselves (collection, estimators, planner) are built in
+`embviz.planner`; this module checks the arguments, runs the planner, turns its best plan into
+frames and explains a failure.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import logging
 import math
-import sys
-import types
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from embviz.config import EmbeddingBagConfig, LargeEmbeddingsConfig, Mode
-from embviz.errors import EmbvizError
-from embviz.memory import (
-    ADAGRAD_STATES,
-    PLANNER_RESERVED_FRACTION,
-    UnknownTableError,
-    _planner_multiplier,
-    block_bytes,
-    compact_bytes,
-    memory_table,
-)
+from embviz.arguments import as_config, as_mode, choice, integer, number
+from embviz.config import LargeEmbeddingsConfig, Mode
+from embviz.errors import ArgumentError, EmbvizError, UnknownTableError
+from embviz.memory import PLANNER_RESERVED_FRACTION, compact_bytes, memory_table
+from embviz.optimizers import ADAGRAD_STATES
 
 if TYPE_CHECKING:
-    import torch
     from torchrec.distributed.types import ShardingPlan
+
+    from embviz.planner import TableFacts
 
 __all__ = [
     "SEARCHES",
     "SHARDING_TYPES",
     "Placement",
-    "PlanArgumentError",
     "PlanError",
     "plan",
-    "torch_optimizer",
 ]
 
 GIB = 1024**3
@@ -81,16 +72,8 @@ ESTIMATES: tuple[str, ...] = ("exact", "torchrec")
 AUTO_FULL_LIMIT = 256
 # The smallest-GPU-count search stops after this many planner runs.
 MAX_SEARCH_RUNS = 12
-
-_FUSED_HBM_KERNEL = "fused"
-
-
-class PlanArgumentError(EmbvizError, ValueError):
-    """An argument of `plan` has a value it cannot take; ``argument`` names it."""
-
-    def __init__(self, argument: str, message: str):
-        self.argument = argument
-        super().__init__(f"{argument}: {message}")
+# GPUs per host when not given: torchrec's ranks go on cuda:<rank % gpus_per_host>.
+GPUS_PER_HOST = 8
 
 
 class PlanError(EmbvizError, RuntimeError):
@@ -165,6 +148,8 @@ class Placement:
         How it was planned (see `plan`).
     warnings : tuple of str
         Ranks whose exact table bytes exceed the GPU (possible with ``estimate="torchrec"``).
+    gpus_per_host : int
+        GPUs per host planned for (torchrec's ``local_world_size``).
     """
 
     ranks: pd.DataFrame
@@ -177,6 +162,7 @@ class Placement:
     estimate: str
     search: str
     warnings: tuple[str, ...] = ()
+    gpus_per_host: int = GPUS_PER_HOST
 
     def bytes_by_rank(self, top: int = 7) -> pd.DataFrame:
         """Exact table bytes per rank, one column per table for the ``top`` largest tables.
@@ -188,8 +174,7 @@ class Placement:
             all ranks (largest first), then ``"other tables"`` when there are more; int64.
             Rows sum to ``ranks["table_bytes"]``.
         """
-        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-            raise PlanArgumentError("top", f"must be an integer >= 1, got {top!r}")
+        top = integer("top", top)
         pivot = self.shards.pivot_table(
             index="rank", columns="table", values="table_bytes", aggfunc="sum", fill_value=0
         ).reindex(range(self.gpus), fill_value=0)
@@ -222,6 +207,7 @@ class Placement:
             )
         return {
             "gpus": self.gpus,
+            "gpus_per_host": self.gpus_per_host,
             "hbm_bytes": self.hbm_bytes,
             "batch_size": self.batch_size,
             "estimate": self.estimate,
@@ -252,28 +238,6 @@ class Placement:
 # --------------------------------------------------------------------------- arguments
 
 
-def _positive_int(argument: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise PlanArgumentError(argument, f"must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _non_negative(argument: str, value: object, *, strict: bool) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0 or (strict and value == 0):  # type: ignore[arg-type]
-        bound = "> 0" if strict else ">= 0"
-        raise PlanArgumentError(argument, f"must be a number {bound}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _choice(argument: str, value: object, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise PlanArgumentError(
-            argument, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-        )
-    return value
-
-
 def _per_table(
     argument: str,
     value: Sequence[str] | Mapping[str, Sequence[str]] | None,
@@ -292,296 +256,20 @@ def _per_table(
         per_table = {name: list(v) if not isinstance(v, str) else [v] for name, v in value.items()}
     else:
         per_table = {name: list(value) for name in cfg.table_names}
-    for name, choices in per_table.items():
-        if not choices:
-            raise PlanArgumentError(argument, f"empty list for table {name!r}")
-        for choice in choices:
-            if allowed is not None and choice not in allowed:
-                raise PlanArgumentError(
+    for name, values in per_table.items():
+        if not values:
+            raise ArgumentError(argument, f"empty list for table {name!r}")
+        for item in values:
+            if allowed is not None and item not in allowed:
+                raise ArgumentError(
                     argument,
-                    f"unknown value {choice!r} for table {name!r} (known: {', '.join(allowed)})",
+                    f"unknown value {item!r} for table {name!r} (known: {', '.join(allowed)})",
                 )
     return per_table
 
 
-# --------------------------------------------------------------------------- torchrec glue
-
-
-def torch_optimizer(
-    table: EmbeddingBagConfig, adagrad: str = "exact"
-) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
-    """The optimizer class and kwargs TwHIN applies in backward to a table.
-
-    sgd, adagrad, adam -> torch.optim.SGD, Adagrad, Adam (FBGEMM's EXACT_SGD, EXACT_ADAGRAD, ADAM
-    once sharded); ``adagrad="rowwise"`` gives torchrec's RowWiseAdagrad
-    (EXACT_ROWWISE_ADAGRAD).
-    """
-    import torch
-    import torchrec.optim as trec_optim
-
-    settings = table.optimizer.settings
-    name = table.optimizer.name
-    if name == "sgd":
-        return torch.optim.SGD, {"lr": settings.lr, "momentum": settings.momentum}
-    if name == "adagrad":
-        cls = trec_optim.RowWiseAdagrad if adagrad == "rowwise" else torch.optim.Adagrad
-        return cls, {"lr": settings.lr, "eps": settings.eps}
-    return torch.optim.Adam, {"lr": settings.lr, "betas": settings.betas, "eps": settings.eps}
-
-
-@contextlib.contextmanager
-def _quiet_planner() -> Iterator[None]:
-    """Hide torchrec's planner chatter (stats tables, dry-run notices) for one call."""
-    logger = logging.getLogger("torchrec.distributed.planner")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            # Dry-run notices about HeuristicalStorageReservation: the meta collection has no
-            # dense part, so its dense estimate (0) is right.
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"fbgemm_gpu")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _meta_collection(cfg: LargeEmbeddingsConfig, train: bool, adagrad: str) -> torch.nn.Module:
-    import torch
-    import torchrec
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-
-    collection = torchrec.EmbeddingBagCollection(
-        tables=cfg.to_torchrec(), device=torch.device("meta")
-    )
-    if train:
-        for table in cfg.tables:
-            cls, kwargs = torch_optimizer(table, adagrad)
-            apply_optimizer_in_backward(cls, [collection.embedding_bags[table.name].weight], kwargs)
-    return collection
-
-
-class _TableFacts:
-    """Per-table values the exact correction and the frames need, looked up by name."""
-
-    def __init__(self, cfg: LargeEmbeddingsConfig, adagrad: str, train: bool):
-        self.adagrad = adagrad
-        self.train = train
-        self.itemsize = {t.name: t.data_type.itemsize for t in cfg.tables}
-        self.optimizer = {t.name: t.optimizer.name for t in cfg.tables}
-        self.momentum = {
-            t.name: float(getattr(t.optimizer.settings, "momentum", 0.0)) for t in cfg.tables
-        }
-        classes = {"sgd": "torch.optim.SGD", "adagrad": "torch.optim.Adagrad"}
-        classes["adam"] = "torch.optim.Adam"
-        self.planner_class = {
-            t.name: (
-                "torchrec.optim.RowWiseAdagrad"
-                if adagrad == "rowwise" and t.optimizer.name == "adagrad"
-                else classes[t.optimizer.name]
-            )
-            for t in cfg.tables
-        }
-
-    def shard_bytes(
-        self, names: Sequence[str], rows: Sequence[int], cols: Sequence[int], kinds: Sequence[str]
-    ) -> np.ndarray:
-        """Exact bytes per shard.
-
-        Fused rules, or torch.optim rules for data-parallel replicas (torchrec keeps their
-        optimizer out of FBGEMM).
-        """
-        if not names:
-            return np.zeros(0, dtype=np.int64)
-        itemsize = [self.itemsize[n] for n in names]
-        optimizer = [self.optimizer[n] for n in names]
-        momentum = [self.momentum[n] for n in names]
-        mode = Mode.TRAIN if self.train else Mode.INFERENCE
-        out = np.zeros(len(names), dtype=np.int64)
-        for state in ("fused", "torch"):
-            pick = np.array([(k == "data_parallel") == (state == "torch") for k in kinds])
-            if not pick.any():
-                continue
-            weights, opt = block_bytes(
-                np.asarray(rows)[pick],
-                np.asarray(cols)[pick],
-                np.asarray(itemsize)[pick],
-                np.asarray(optimizer, dtype=object)[pick],
-                np.asarray(momentum)[pick],
-                optimizer_state=state,  # type: ignore[arg-type]
-                mode=mode,
-                adagrad=self.adagrad if state == "fused" else "exact",  # type: ignore[arg-type]
-            )
-            out[pick] = weights + opt
-        return out
-
-
-def _exact_storage_estimator(inner: Any, facts: _TableFacts) -> Any:
-    """Wrap torchrec's storage estimator: fused HBM shards get FBGEMM's real (fp32) state.
-
-    torchrec adds ``ceil(ceil(W * shard/table) * m)`` optimizer bytes per shard (W the table's
-    weight bytes, m its multiplier); this swaps them for the exact state of the shard's rows and
-    columns. Other kernels (UVM, dense) keep torchrec's figures.
-    """
-    from torchrec.distributed.planner.types import ShardEstimator
-
-    class ExactStateStorageEstimator(ShardEstimator):
-        def __init__(self) -> None:  # the wrapped estimator holds topology and constraints
-            self._inner = inner
-
-        def estimate(self, sharding_options: list[Any], *args: Any, **kwargs: Any) -> None:
-            self._inner.estimate(sharding_options, *args, **kwargs)
-            if not facts.train:
-                return
-            for option in sharding_options:
-                if option.compute_kernel != _FUSED_HBM_KERNEL or option.name not in facts.itemsize:
-                    continue
-                if option.sharding_type == "data_parallel":
-                    continue
-                table_rows, table_cols = (int(x) for x in option.tensor.shape)
-                weight_bytes = table_rows * table_cols * facts.itemsize[option.name]
-                multiplier = _planner_multiplier(facts.planner_class[option.name], table_cols)
-                shards = [s for s in option.shards if s.storage is not None]
-                exact = facts.shard_bytes(
-                    [option.name] * len(shards),
-                    [int(s.size[0]) for s in shards],
-                    [int(s.size[1]) for s in shards],
-                    [option.sharding_type] * len(shards),
-                )
-                for shard, exact_bytes in zip(shards, exact, strict=True):
-                    rows, cols = int(shard.size[0]), int(shard.size[1])
-                    tensor_size = math.ceil(weight_bytes * rows * cols / (table_rows * table_cols))
-                    planner_state = math.ceil(tensor_size * multiplier)
-                    exact_state = int(exact_bytes) - rows * cols * facts.itemsize[option.name]
-                    shard.storage = dataclasses.replace(
-                        shard.storage, hbm=shard.storage.hbm - planner_state + exact_state
-                    )
-
-    return ExactStateStorageEstimator()
-
-
-def _best_plan_stats() -> Any:
-    """A torchrec `Stats` that keeps the planner's best plan instead of printing it."""
-    from torchrec.distributed.planner.types import Stats
-
-    class KeepBestPlan(Stats):
-        def __init__(self) -> None:
-            self.best_plan: list[Any] | None = None
-
-        def log(self, *args: Any, **kwargs: Any) -> None:
-            # Keyword call in torchrec 1.6-1.8; best_plan is the 8th positional otherwise.
-            self.best_plan = kwargs.get("best_plan", args[7] if len(args) > 7 else None)
-
-    return KeepBestPlan()
-
-
-def _planner(
-    gpus: int,
-    hbm_bytes: int,
-    ddr_bytes: int,
-    local_world_size: int | None,
-    batch_size: int,
-    constraints: dict[str, Any],
-    search: str,
-    estimate: str,
-    facts: _TableFacts,
-    timeout_s: float | None,
-) -> tuple[Any, Any]:
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-    from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
-    from torchrec.distributed.planner.proposers import UniformProposer
-    from torchrec.distributed.planner.shard_estimators import EmbeddingStorageEstimator
-
-    topology = Topology(
-        world_size=gpus,
-        compute_device="cuda",
-        hbm_cap=hbm_bytes,
-        ddr_cap=ddr_bytes,
-        local_world_size=local_world_size,
-    )
-    enumerator = EmbeddingEnumerator(
-        topology=topology, batch_size=batch_size, constraints=constraints or None
-    )
-    if estimate == "exact":
-        # Same estimators torchrec would use, the storage one wrapped (private list: present in
-        # torchrec 1.6-1.8; without it the planner's own estimate is used and said so).
-        estimators = getattr(enumerator, "_estimators", None)
-        if estimators is None:
-            warnings.warn(
-                "this torchrec has no EmbeddingEnumerator._estimators; planning with torchrec's "
-                "own optimizer-state estimate",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        else:
-            enumerator = EmbeddingEnumerator(
-                topology=topology,
-                batch_size=batch_size,
-                constraints=constraints or None,
-                estimator=[
-                    _exact_storage_estimator(e, facts)
-                    if isinstance(e, EmbeddingStorageEstimator)
-                    else e
-                    for e in estimators
-                ],
-            )
-    stats = _best_plan_stats()
-    kwargs: dict[str, Any] = {}
-    if search == "fast":
-        # One proposal per sharding type, each balanced by the greedy partitioner.
-        kwargs["proposer"] = UniformProposer()
-    if timeout_s is not None:
-        import inspect
-
-        if "timeout_seconds" not in inspect.signature(EmbeddingShardingPlanner).parameters:
-            raise PlanArgumentError("timeout_s", "this torchrec's planner takes no timeout")
-        kwargs["timeout_seconds"] = max(1, math.ceil(timeout_s))
-    planner = EmbeddingShardingPlanner(
-        topology=topology,
-        batch_size=batch_size,
-        enumerator=enumerator,
-        constraints=constraints or None,
-        stats=[stats],
-        **kwargs,
-    )
-    return planner, stats
-
-
-def _constraints(
-    cfg: LargeEmbeddingsConfig,
-    sharding_types: dict[str, list[str]],
-    compute_kernels: dict[str, list[str]],
-    search: str,
-    ddr_bytes: int,
-    usable_hbm: int,
-    exact_bytes: pd.Series,
-) -> dict[str, Any]:
-    from torchrec.distributed.planner.types import ParameterConstraints
-
-    constraints = {}
-    for name in cfg.table_names:
-        types = sharding_types.get(name)
-        if types is None and search == "fast":
-            # Fast search: one-GPU tables go whole or by columns; bigger ones by rows/columns.
-            # Row-wise options on many GPUs are what makes torchrec's enumeration slow.
-            if exact_bytes[name] <= usable_hbm:
-                types = ["table_wise", "column_wise"]
-            else:
-                types = ["row_wise", "column_wise", "table_row_wise"]
-        kernels = compute_kernels.get(name)
-        if kernels is None and ddr_bytes == 0:
-            # Without host memory, UVM kernels can never be placed: do not enumerate them.
-            kernels = ["fused", "dense"]
-        if types is not None or kernels is not None:
-            constraints[name] = ParameterConstraints(
-                **({"sharding_types": types} if types is not None else {}),
-                **({"compute_kernels": kernels} if kernels is not None else {}),
-            )
-    return constraints
-
-
 def _frames(
-    cfg: LargeEmbeddingsConfig, best_plan: list[Any], gpus: int, facts: _TableFacts
+    cfg: LargeEmbeddingsConfig, best_plan: list[Any], gpus: int, facts: TableFacts
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     order = {name: i for i, name in enumerate(cfg.table_names)}
     records = []
@@ -690,7 +378,7 @@ def plan(
     batch_size: int = 512,
     *,
     ddr_gib: float = 0.0,
-    local_world_size: int | None = None,
+    gpus_per_host: int = GPUS_PER_HOST,
     sharding_types: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     compute_kernels: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     mode: Mode | str = Mode.TRAIN,
@@ -716,8 +404,9 @@ def plan(
     ddr_gib : float
         Host memory per rank the planner may use for UVM offload; 0 (default) keeps every
         table in HBM.
-    local_world_size : int, optional
-        GPUs per host (torchrec's default: all ``gpus`` on one host).
+    gpus_per_host : int
+        GPUs per host (torchrec's ``local_world_size``, default 8): torchrec puts rank ``r``
+        on ``cuda:<r % gpus_per_host>`` of its host. Fewer ``gpus`` than that are one host.
     sharding_types, compute_kernels : list of str or {table: list of str}, optional
         torchrec ParameterConstraints for every table (a list) or per table (a mapping), e.g.
         ``sharding_types=["table_wise"]``.
@@ -750,24 +439,21 @@ def plan(
     PlanError
         When the planner finds no placement: needed against available bytes and the smallest
         number of GPUs of that size that plans (``min_gpus``).
-    PlanArgumentError, UnknownTableError
+    ArgumentError, UnknownTableError
         For bad arguments (named in the message).
     """
-    from embviz.memory import _as_config, _as_mode
-
-    cfg = _as_config(cfg)
-    gpus = _positive_int("gpus", gpus)
-    hbm_gib = _non_negative("hbm_gib", hbm_gib, strict=True)
-    batch_size = _positive_int("batch_size", batch_size)
-    ddr_gib = _non_negative("ddr_gib", ddr_gib, strict=False)
-    if local_world_size is not None:
-        local_world_size = _positive_int("local_world_size", local_world_size)
+    cfg = as_config(cfg)
+    gpus = integer("gpus", gpus)
+    hbm_gib = number("hbm_gib", hbm_gib, strict=True)
+    batch_size = integer("batch_size", batch_size)
+    ddr_gib = number("ddr_gib", ddr_gib)
+    gpus_per_host = integer("gpus_per_host", gpus_per_host)
     if timeout_s is not None:
-        timeout_s = _non_negative("timeout_s", timeout_s, strict=True)
-    adagrad = _choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
-    estimate = _choice("estimate", estimate, ESTIMATES)  # type: ignore[assignment]
-    search = _choice("search", search, SEARCHES)  # type: ignore[assignment]
-    mode = _as_mode(mode)
+        timeout_s = number("timeout_s", timeout_s, strict=True)
+    adagrad = choice("adagrad", adagrad, ADAGRAD_STATES)  # type: ignore[assignment]
+    estimate = choice("estimate", estimate, ESTIMATES)  # type: ignore[assignment]
+    search = choice("search", search, SEARCHES)  # type: ignore[assignment]
+    mode = as_mode(mode)
     train = mode is Mode.TRAIN
     types = _per_table("sharding_types", sharding_types, cfg, SHARDING_TYPES)
     from torchrec.distributed.embedding_types import EmbeddingComputeKernel
@@ -781,26 +467,34 @@ def plan(
     hbm_bytes = round(hbm_gib * GIB)
     ddr_bytes = round(ddr_gib * GIB)
     memory = memory_table(cfg, "fused", mode, adagrad=adagrad)
-    facts = _TableFacts(cfg, adagrad, train)
-    usable_hbm = int(hbm_bytes * (1 - PLANNER_RESERVED_FRACTION))
-    constraints = _constraints(
-        cfg, types, kernels, search, ddr_bytes, usable_hbm, memory["total_bytes"]
-    )
-
+    # Imported here: torchrec takes seconds to import, and nothing above needs it.
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner.types import PlannerError
 
-    with _quiet_planner():
-        collection = _meta_collection(cfg, train, adagrad)
+    from embviz.planner import (
+        TableFacts,
+        make_planner,
+        meta_collection,
+        parameter_constraints,
+        quiet_planner,
+    )
+
+    facts = TableFacts(cfg, adagrad, train)
+    usable_hbm = int(hbm_bytes * (1 - PLANNER_RESERVED_FRACTION))
+    constraints = parameter_constraints(
+        cfg, types, kernels, search, ddr_bytes, usable_hbm, memory["total_bytes"]
+    )
+
+    with quiet_planner():
+        collection = meta_collection(cfg, train, adagrad)
         sharders = [EmbeddingBagCollectionSharder()]
 
         def attempt(n: int) -> tuple[Any, list[Any] | None, PlannerError | None]:
-            hosts = local_world_size if local_world_size and n % local_world_size == 0 else None
-            planner, stats = _planner(
+            planner, stats = make_planner(
                 n,
                 hbm_bytes,
                 ddr_bytes,
-                hosts,
+                gpus_per_host,
                 batch_size,
                 constraints,
                 search,
@@ -849,6 +543,7 @@ def plan(
         estimate=estimate,
         search=search,
         warnings=notes,
+        gpus_per_host=gpus_per_host,
     )
 
 
@@ -959,18 +654,3 @@ def _search_min_gpus(attempt: Any, gpus: int, lower: int, progress: bool) -> int
         return success
     finally:
         bar.close()
-
-
-class _CallableModule(types.ModuleType):
-    """``embviz.plan`` is both this module and the function `plan`.
-
-    Importing ``embviz.plan`` (``from embviz.plan import Placement``) makes Python bind the
-    package attribute ``embviz.plan`` to the module, hiding the lazily exported function; a
-    callable module keeps ``embviz.plan(cfg, gpus, hbm_gib)`` working either way.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Placement:
-        return plan(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
