@@ -196,7 +196,7 @@ def test_cuda_without_cuda(device):
 @pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x"])
 def test_unknown_device(device):
     with pytest.raises(
-        ArgumentError, match="^device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'meta'"
+        ArgumentError, match=r"^device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'meta'"
     ):
         build_collection(tables_config(table("a")), device, progress=False)
 
