@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embviz.arguments import integer, number
 from embviz.config import LargeEmbeddingsConfig, dump_config, example, load_config
 from embviz.errors import EmbvizError
 
@@ -331,16 +332,13 @@ def _check(
             f"tables {', '.join(vanishing)}: Adam/Adagrad with an eps that is 0 in the table's "
             "dtype would turn untouched rows into NaN when trained unsharded; set a larger eps"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise DemoError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise DemoError(f"checkpoint_every must be an integer >= 1, got {every!r}")
+    integer("steps", steps)
+    integer("checkpoint_every", every)
     return next(iter(dims.values()))
 
 
 def _scale_learning_rates(cfg: LargeEmbeddingsConfig, factor: float) -> LargeEmbeddingsConfig:
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
-        raise DemoError(f"lr_scale must be a number > 0, got {factor!r}")
+    number("lr_scale", factor, strict=True)
     if factor == 1:
         return cfg
     tables = []
@@ -457,7 +455,9 @@ def train_demo(
     ------
     DemoError
         Tables with different dims, relations naming unknown tables, Adam/Adagrad with an eps that
-        would give NaN, bad ``steps``/``checkpoint_every``, or a ``save_dir`` that is not empty.
+        would give NaN, or a ``save_dir`` that is not empty.
+    ArgumentError
+        Bad ``steps``, ``checkpoint_every``, ``lr_scale`` or ``scale``.
     """
     import pandas as pd
     import torch

@@ -6,6 +6,7 @@ import torch
 
 import embviz
 from embviz.demo import TWHIN_LR_SCALE, DemoError, DemoRun, Relation, train_demo
+from embviz.errors import ArgumentError
 
 SCALE = 0.05  # 21,212 users and 3,627 tweets
 
@@ -167,5 +168,7 @@ def test_demo_errors(tmp_path):
     )
     with pytest.raises(DemoError, match="NaN"):
         train_demo(tmp_path / "n", nan, steps=1, progress=False)
-    with pytest.raises(DemoError, match="steps"):
+    with pytest.raises(ArgumentError, match=r"^steps: must be an integer >= 1, got 0"):
         train_demo(tmp_path / "s", steps=0, scale=0.01, progress=False)
+    with pytest.raises(ArgumentError, match=r"^lr_scale: must be a number > 0"):
+        train_demo(tmp_path / "s", lr_scale=0, scale=0.01, progress=False)
