@@ -125,9 +125,15 @@ def test_ci_runs_make_test():
 @pytest.mark.slow
 def test_make_lab_prints_a_url_that_opens_the_tuning_notebook():
     # The lab recipe exactly as make runs it (-o: the venv stamp counts as up to date).
+    # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would make this one print
+    # "Entering directory" lines into the recipe; the user types `make lab` at a shell.
+    shell_env = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    }
     recipe = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "lab"],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "lab"],
         cwd=ROOT,
+        env=shell_env,
         capture_output=True,
         text=True,
         check=True,
@@ -148,7 +154,12 @@ def test_make_lab_prints_a_url_that_opens_the_tuning_notebook():
     try:
         printed, url = [], None
         while url is None:
-            line = lines.get(timeout=120)
+            try:
+                line = lines.get(timeout=120)
+            except queue.Empty:
+                raise AssertionError(
+                    f"no URL on port {port} in 120 s; printed: {printed}"
+                ) from None
             printed.append(line)
             match = re.search(rf"http://127\.0\.0\.1:{port}/\S+", line)
             url = match.group(0) if match else None
