@@ -918,3 +918,36 @@ def test_row_norms_on_cuda_stay_on_the_device_within_the_budget(dtype):
     assert_accurate(norms, weight)
     rows = sample_rows(300_000, 1_000, seed=2)
     assert_accurate(row_norms(weight, rows), weight[rows.cuda()])
+
+
+def test_cpu_capabilities_follow_torchs_rules(tmp_path):
+    """scripts/cpu_capabilities.py: what `make test` reruns the accuracy tests under."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    try:
+        import cpu_capabilities
+    finally:
+        sys.path.pop(0)
+    cases = {
+        "fpu sse sse2": "default",
+        "sse4_2 avx avx2": "default",  # torch's avx2 kernels need FMA too
+        "sse4_2 avx avx2 fma": "avx2",
+        "avx2 fma avx512f avx512cd": "avx2",  # no BW/DQ/VL (e.g. Xeon Phi)
+        "avx2 fma avx512f avx512bw avx512dq avx512vl": "avx512",
+    }
+    for flags, expected in cases.items():
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_capabilities.from_cpuinfo(str(info)) == expected, flags
+    assert cpu_capabilities.from_cpuinfo(str(tmp_path / "missing")) == "default"
+    out = subprocess.run(
+        [sys.executable, "scripts/cpu_capabilities.py"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.split()
+    assert out[0] == "default"
+    assert out[-1] == str(torch.backends.cpu.get_cpu_capability()).lower() or (
+        "ATEN_CPU_CAPABILITY" in os.environ
+    )
