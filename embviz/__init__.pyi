@@ -88,9 +88,11 @@ from .quantization import quantization_error_table as quantization_error_table
 from .report import ReportError as ReportError
 from .report import write_report as write_report
 from .serving import SERVING_DTYPES as SERVING_DTYPES
+from .serving import ServingFit as ServingFit
 from .serving import ServingWidthError as ServingWidthError
 from .serving import planner_serving_bytes as planner_serving_bytes
 from .serving import serving_bytes as serving_bytes
+from .serving import serving_fit as serving_fit
 from .serving import serving_row_bytes as serving_row_bytes
 from .serving import serving_table_bytes as serving_table_bytes
 from .snapshots import SnapshotError as SnapshotError
@@ -107,3 +109,4 @@ from .vocab import write_vocab as write_vocab
 from .widgets import BuildPanel as BuildPanel
 from .widgets import CollectionEditor as CollectionEditor
 from .widgets import NormsPanel as NormsPanel
+from .widgets import ServingPanel as ServingPanel
