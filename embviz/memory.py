@@ -6,9 +6,9 @@ torchrec collection in ``tests/test_memory_measured.py``), with R rows, D column
 weight element (4 for fp32, 2 for fp16):
 
 ``optimizer_state="fused"`` (FBGEMM table-batched kernels; what a sharded model allocates)
-    The state is fp32 whatever the weight dtype. EXACT_SGD keeps nothing (torch's ``momentum``
-    is not used by it), EXACT_ADAGRAD ``R*D*4``, ADAM ``2*R*D*4``, and the row-wise Adagrad
-    what-if (EXACT_ROWWISE_ADAGRAD) ``R*4``.
+    The state is fp32 by default, whatever the weight dtype. EXACT_SGD keeps nothing (torch's
+    ``momentum`` is not used by it), EXACT_ADAGRAD ``R*D*4``, ADAM ``2*R*D*4``, and the row-wise
+    Adagrad what-if (EXACT_ROWWISE_ADAGRAD) ``R*4``.
 ``optimizer_state="torch"`` (torch.optim applied in backward to an unsharded collection)
     The state takes the weight's dtype, plus torch's 4-byte ``step`` tensor where the optimizer
     keeps one: SGD 0 (``R*D*e`` with momentum), Adagrad ``R*D*e + 4``, Adam ``2*R*D*e + 4``.
@@ -82,7 +82,7 @@ _OPTIONAL_BYTE_COLUMNS: tuple[str, ...] = (
     "int2_bytes",
 )
 
-# FBGEMM keeps fused optimizer state in fp32 whatever the weight dtype (measured on CPU kernels:
+# FBGEMM keeps fused optimizer state in fp32 by default, whatever the weight dtype (measured:
 # momentum1_host is float32 for fp16 weights_host).
 _FUSED_STATE_ITEMSIZE = 4
 # torch.optim.Adam/Adagrad keep `step` as a 0-d tensor of torch's default float dtype (fp32).
@@ -250,8 +250,9 @@ def memory_table(
         row-wise Adagrad 1/D, others 1; weights only outside TRAIN). It leaves out the planner's
         batch-dependent input/output buffers (see `embviz.plan` for those). ``planner_note``
         says why it differs from ``total_bytes`` where it does: the planner scales state from
-        the weight bytes, so an fp16 table's fp32 FBGEMM state comes out 2x low (torchrec PR
-        #4142), and it leaves out torch's ``step`` tensor and SGD momentum buffers.
+        the weight bytes, so an fp16 table's fp32 FBGEMM state (the state, not the total)
+        comes out 2x low (torchrec PR #4142), and it leaves out torch's ``step`` tensor and SGD
+        momentum buffers.
         ``note`` flags settings a fused kernel does not use (SGD ``momentum``).
 
     Raises
@@ -350,7 +351,7 @@ def memory_table(
         ],
         [
             "planner sizes the optimizer state from the fp16 weights; FBGEMM keeps it in "
-            "fp32 (torchrec PR #4142)",
+            "fp32 by default (torchrec PR #4142)",
             "planner leaves out torch's 4-byte step tensor",
             "planner counts no state for SGD; torch.optim.SGD with momentum keeps a "
             "momentum buffer",
