@@ -335,22 +335,21 @@ def _check_tiling(label: str, name: str, shape: tuple[int, ...], pieces: list[Pi
     """The pieces cover the table exactly once: every row band's pieces tile all columns."""
     rows, cols = shape
     for lo, hi, band in _bands(pieces, rows):
-        spans = sorted((p.offsets[1], p.offsets[1] + p.sizes[1]) for p in band)
         at = 0
-        for a, b in spans:
-            if a != at:
-                what = "overlap" if a < at else "leave a gap"
+        for a, b in sorted((p.offsets[1], p.offsets[1] + p.sizes[1]) for p in band):
+            if a < at:
                 raise _manifest_error(
-                    label,
-                    name,
-                    f"its pieces {what} in rows {lo:,} to {hi:,} at column {min(a, at)}",
+                    label, name, f"its pieces overlap in rows {lo:,} to {hi:,}, columns {a} to {at}"
                 )
+            if a > at:
+                break
             at = b
-        if at != cols and (hi > lo):
+        if at != cols:
             raise _manifest_error(
                 label,
                 name,
-                f"its pieces cover columns 0 to {at} of {cols} in rows {lo:,} to {hi:,}",
+                f"its pieces leave a gap: rows {lo:,} to {hi:,} from column {at} (of {cols}) are in no "
+                "piece",
             )
 
 
