@@ -348,8 +348,8 @@ def _check_tiling(label: str, name: str, shape: tuple[int, ...], pieces: list[Pi
             raise _manifest_error(
                 label,
                 name,
-                f"its pieces leave a gap: rows {lo:,} to {hi:,} from column {at} (of {cols}) are in no "
-                "piece",
+                f"its pieces leave a gap: rows {lo:,} to {hi:,} from column {at} (of {cols}) "
+                "are in no piece",
             )
 
 
