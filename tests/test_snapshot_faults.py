@@ -332,3 +332,49 @@ def test_pretrained_table_from_a_damaged_snapshot_is_refused(originals, tmp_path
     assert main(["build", str(yaml_file), "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert str(file) in err and "truncated" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- remote snapshots
+
+
+@pytest.fixture
+def remote(monkeypatch):
+    """A ``testfs://`` storage plugin registered the way torchsnapshot finds third-party ones
+    (its ``storage_plugins`` entry points), backed by local folders: it stands in for s3/gs,
+    whose locations the reader checks the same way."""
+    import types
+
+    import torchsnapshot.storage_plugin as plugins
+    from torchsnapshot.storage_plugins.fs import FSStoragePlugin
+
+    def factory(root, storage_options):
+        return FSStoragePlugin(root=root, storage_options=storage_options)
+
+    entry = types.SimpleNamespace(name="testfs", value="tests:factory", load=lambda: factory)
+    real = plugins.entry_points
+    monkeypatch.setattr(
+        plugins, "entry_points", lambda group: [entry] if group == "storage_plugins" else real()
+    )
+    return lambda path: f"testfs://{path}"
+
+
+def test_remote_snapshots_are_read_and_checked(originals, tmp_path, remote, secret):
+    good = copy_of(originals, tmp_path, name="good")
+    assert embviz.snapshot_tables(remote(good)).loc["user", "rows"] == 100
+    assert_reads_correctly(remote(good), originals)
+    blocks = list(embviz.iter_table_blocks(remote(good), "user", max_bytes=160))
+    assert len(blocks) == 10
+    assert torch.equal(torch.cat([b for _, b in blocks]), originals["weights"]["user"])
+    # A truncated object: the short read is an error naming it.
+    truncated = copy_of(originals, tmp_path, "unbatched", name="truncated")
+    file = data_file(truncated)
+    os.truncate(file, 100)
+    location = manifest(truncated)["manifest"][USER]["location"]
+    with pytest.raises(SnapshotError, match=f"{remote(truncated)}/{location}: read 100 bytes"):
+        embviz.read_table(remote(truncated), "user")
+    # Locations are plain relative paths: no "..", absolute paths or other URIs.
+    for location in ("../outside/secret.bin", str(secret), "0/../../outside/secret.bin"):
+        escaping = copy_of(originals, Path(tempfile.mkdtemp(dir=tmp_path)), "unbatched")
+        edit_manifest(escaping, _set(USER, "location", location))
+        with pytest.raises(SnapshotError, match="leads outside the snapshot; refused"):
+            embviz.read_table(remote(escaping), "user")
