@@ -73,6 +73,8 @@ __all__ = [
     "fp16_error_table",
     "gpu_fit",
     "human_bytes",
+    "iter_table_blocks",
+    "iter_table_pieces",
     "largest_tables",
     "load_config",
     "load_table",

@@ -92,6 +92,8 @@ from .serving import planner_serving_bytes as planner_serving_bytes
 from .serving import serving_bytes as serving_bytes
 from .serving import serving_row_bytes as serving_row_bytes
 from .serving import serving_table_bytes as serving_table_bytes
+from .snapshot_reader import iter_table_blocks as iter_table_blocks
+from .snapshot_reader import iter_table_pieces as iter_table_pieces
 from .snapshots import SnapshotError as SnapshotError
 from .snapshots import checkpoints as checkpoints
 from .snapshots import read_table as read_table
