@@ -70,7 +70,6 @@ from .norms import norm_history as norm_history
 from .norms import norm_stats as norm_stats
 from .norms import project as project
 from .norms import row_norm_backend as row_norm_backend
-from .norms import row_norm_throughput as row_norm_throughput
 from .norms import row_norms as row_norms
 from .norms import sample_rows as sample_rows
 from .norms import table_names as table_names
@@ -95,6 +94,8 @@ from .serving import serving_bytes as serving_bytes
 from .serving import serving_fit as serving_fit
 from .serving import serving_row_bytes as serving_row_bytes
 from .serving import serving_table_bytes as serving_table_bytes
+from .snapshot_reader import iter_table_blocks as iter_table_blocks
+from .snapshot_reader import iter_table_pieces as iter_table_pieces
 from .snapshots import SnapshotError as SnapshotError
 from .snapshots import checkpoints as checkpoints
 from .snapshots import read_table as read_table
