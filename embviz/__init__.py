@@ -90,6 +90,7 @@ __all__ = [
     "norm_stats",
     "optimizer_spec",
     "parse_config",
+    "placement_reasons",
     "plan",
     "planner_serving_bytes",
     "plot_dtype_savings",

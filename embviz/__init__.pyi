@@ -78,6 +78,7 @@ from .optimizers import optimizer_spec as optimizer_spec
 from .placement import Placement as Placement
 from .placement import PlanError as PlanError
 from .placement import plan as plan
+from .placement_reasons import placement_reasons as placement_reasons
 from .plots import plot_dtype_savings as plot_dtype_savings
 from .plots import plot_memory as plot_memory
 from .plots import plot_placement as plot_placement

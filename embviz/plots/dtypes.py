@@ -243,7 +243,9 @@ def plot_dtype_savings(
         k_text = f"k={int(k.iloc[0])}" if len(k) and (k == k.iloc[0]).all() else "k"
         third.set_xlim(0, 1.0)
         third.set_xlabel(f"nearest neighbours kept (mean share, {k_text})")
-        third.set_title("measured on the trained rows:\n1 = every neighbour kept", fontsize=10)
+        third.set_title(
+            "quality measured on the rows given:\n1 = every neighbour kept", fontsize=10
+        )
         third.tick_params(axis="y", labelleft=False)
         panel_list.append(third)
 

@@ -360,6 +360,7 @@ def plot_fp16_tradeoff(
     left.set_yticks(positions, labels=tables)
     left.invert_yaxis()
     left.set_xlabel(f"saved by fp16 ({unit})")
+    left.set_ylabel("table")
     left.set_title("bytes saved against the current dtype")
     height = 0.38
     # Linear lengths from 0 so bars compare; an infinite error (a value beyond fp16's range)
