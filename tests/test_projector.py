@@ -294,6 +294,9 @@ def test_plot_projection_sample_draws_a_stratified_sample(tmp_path):
     fig = plot_projection_sample(projector, points=4_000)
     (collection,) = fig.axes[0].collections
     assert len(collection.get_offsets()) == 4_000
-    assert "4,000 drawn of 30,000 rows shown (stratified by norm)" in fig.axes[0].get_title()
+    assert (
+        "4,000 drawn of 30,000 rows shown (the table has 50,000)\nstratified by norm:"
+        in fig.axes[0].get_title()
+    )
     assert fig.axes[0].get_xlabel().startswith("PC 1 (")
     fig.savefig(tmp_path / "projection.png")

@@ -78,24 +78,28 @@ def plot_projection_sample(
     if len(frame) > points:
         by = "count" if "count" in frame.columns else "norm"
         picked, _ = stratified_sample(frame[by].to_numpy(), points, by, seed)
-        note = f"{points:,} drawn of {len(frame):,} rows shown (stratified by {by})"
+        note = f"{points:,} drawn of {len(frame):,} rows shown"
+        how = f"\nstratified by {by}: rare {by} ranges drawn whole, common ones sampled"
     else:
         picked = np.arange(len(frame))
         note = f"all {len(frame):,} rows shown"
+        how = ""
     if len(frame) < table_rows:
-        note += f"; the table has {table_rows:,}"
+        note += f" (the table has {table_rows:,})"
+    note += how
     x = frame["x"].to_numpy()[picked]
     y = frame["y"].to_numpy()[picked]
     c = np.asarray(values)[picked]
-    # Draw the largest values last so outliers are not buried under the bulk.
-    order = np.argsort(c, kind="stable")
+    # In random order: sorted by colour, the rare (over-represented) strata would cover the bulk.
+    order = np.random.default_rng(seed).permutation(len(picked))
     scatter = ax.scatter(
         x[order],
         y[order],
         c=c[order],
         cmap=cmap,
         norm=Normalize(float(np.min(c)), float(np.max(c))),
-        s=4,
+        s=3,
+        alpha=0.7,
         linewidths=0,
         rasterized=True,
     )
@@ -141,13 +145,15 @@ def plot_norm_selection(
         picked = np.asarray(selected, dtype=np.float64)
         chosen = picked.size
         ax.hist(picked[picked > 0], bins=edges, color=_SELECTED, label=f"{chosen:,} selected")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     ax.set_xscale("log")
     ax.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain if hi / lo < 20 else FuncFormatter(lambda v, _: ""))
+    # Five plain-number ticks across the range (log axes label only whole decades otherwise).
+    ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(lo, hi, 5)])
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("row L2 norm")
     ax.set_ylabel("rows")
     title = f"norms of the shown rows, {chosen:,} selected"
