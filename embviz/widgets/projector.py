@@ -206,7 +206,8 @@ class ProjectorView(widgets.VBox):
 
         count = len(selection)
         self._selected.value = (
-            f"<b>{count:,} rows selected</b> (<code>projector.selection</code>)"
+            f"<b>{count:,} row{'s' if count != 1 else ''} selected</b> "
+            "(<code>projector.selection</code>)"
             if count
             else "no rows selected: click a point, or lasso (shift + drag) to select"
         )
