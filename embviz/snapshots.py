@@ -368,8 +368,9 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
     the-algorithm-ml writes checkpoint ``N`` to ``save_dir/N/`` and treats it as written only once
     ``save_dir/N/.snapshot_metadata`` exists (its ``get_checkpoints``), because torchsnapshot
     writes that file last, after every rank has written its data. Folders without it are being
-    written or were cut short, and are skipped here too; so are entries whose name is not a
-    number (e.g. a ``vocab`` folder beside the checkpoints).
+    written or were cut short: they are listed with ``finished`` False, and the functions that
+    read checkpoints (`embviz.norm_history`, `resolve_snapshot`) skip them. Entries whose name
+    is not a number (e.g. a ``vocab`` folder beside the checkpoints) are not listed.
 
     Parameters
     ----------
@@ -379,8 +380,8 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``step`` (int) and ``path`` (str), sorted by step. ``frame.attrs["unfinished"]``
-        lists the step folders that were skipped.
+        Columns ``step`` (int), ``path`` (str) and ``finished`` (bool), one row per step folder,
+        sorted by step; ``frame[frame["finished"]]`` are the checkpoints that can be read.
 
     Raises
     ------
@@ -399,28 +400,24 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
             f"{folder}: a single snapshot, not a checkpoint folder (expected save_dir/<step>/); "
             "use snapshot_tables on it"
         )
-    finished: list[tuple[int, str]] = []
-    unfinished: list[int] = []
-    for child in sorted(folder.iterdir()):
+    found: list[tuple[int, str, bool]] = []
+    for child in folder.iterdir():
         if child.is_dir() and child.name.isdigit():
-            if (child / METADATA_FILE).is_file():
-                finished.append((int(child.name), str(child)))
-            else:
-                unfinished.append(int(child.name))
-    if not finished:
-        extra = f" ({len(unfinished)} unfinished step folders)" if unfinished else ""
+            found.append((int(child.name), str(child), (child / METADATA_FILE).is_file()))
+    found.sort()
+    if not any(done for _, _, done in found):
+        extra = f" ({len(found)} unfinished step folders)" if found else ""
         raise SnapshotError(
             f"{folder}: no finished checkpoints (expected <step>/ folders holding a "
             f"{METADATA_FILE}){extra}"
         )
-    finished.sort()
     frame = pd.DataFrame(
         {
-            "step": pd.Series([s for s, _ in finished], dtype="int64"),
-            "path": [p for _, p in finished],
+            "step": pd.Series([s for s, _, _ in found], dtype="int64"),
+            "path": [p for _, p, _ in found],
+            "finished": pd.Series([done for _, _, done in found], dtype=bool),
         }
     )
-    frame.attrs["unfinished"] = sorted(unfinished)
     return frame
 
 
@@ -448,6 +445,7 @@ def resolve_snapshot(path: str | os.PathLike[str], step: int | None = None) -> s
         snapshot_tables(text)
         return text
     frame = checkpoints(text)
+    frame = frame[frame["finished"]]
     if step is None:
         return str(frame["path"].iloc[-1])
     match = frame[frame["step"] == int(step)]
