@@ -14,7 +14,7 @@ from torchsnapshot.knobs import override_max_chunk_size_bytes, override_max_shar
 
 import embviz
 from embviz.errors import ArgumentError
-from embviz.snapshot_reader import table_pieces
+from embviz.snapshot_reader import table_pieces, table_shape
 from embviz.snapshots import METADATA_FILE, SnapshotError
 
 KEY = "0/model/embedding_bags.user.weight"
@@ -124,6 +124,12 @@ def test_sharded_snapshots_read_shard_by_shard(tmp_path, process_group, full, la
         assert block.shape[1] == 6 and block.shape[0] <= 2
         rebuilt[r0 : r0 + block.shape[0]] = block
     assert torch.equal(rebuilt, full)
+    # The same through one reused buffer (each block copied before the next).
+    rebuilt = torch.cat(
+        [b.clone() for _, b in embviz.iter_table_blocks(path, "user", 48, reuse=True)]
+    )
+    assert torch.equal(rebuilt, full)
+    assert table_shape(path, "user") == (10, 6)
     # Stored pieces, each in its own coordinates.
     rebuilt = torch.full_like(full, float("nan"))
     seen = 0
