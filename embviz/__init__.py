@@ -100,7 +100,6 @@ __all__ = [
     "quantization_error_table",
     "read_table",
     "row_norm_backend",
-    "row_norm_throughput",
     "row_norms",
     "sample_rows",
     "save_snapshot",

@@ -70,7 +70,6 @@ from .norms import norm_history as norm_history
 from .norms import norm_stats as norm_stats
 from .norms import project as project
 from .norms import row_norm_backend as row_norm_backend
-from .norms import row_norm_throughput as row_norm_throughput
 from .norms import row_norms as row_norms
 from .norms import sample_rows as sample_rows
 from .norms import table_names as table_names

@@ -32,6 +32,7 @@ __all__ = [
     "SnapshotError",
     "checkpoints",
     "read_table",
+    "resolve_snapshot",
     "save_snapshot",
     "snapshot_tables",
 ]
@@ -421,3 +422,36 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
     )
     frame.attrs["unfinished"] = sorted(unfinished)
     return frame
+
+
+def resolve_snapshot(path: str | os.PathLike[str], step: int | None = None) -> str:
+    """One snapshot folder from a snapshot or a checkpoint folder (``save_dir/<step>/``).
+
+    A checkpoint folder gives its latest finished step, or ``step``. Raises `SnapshotError`
+    (missing path, no finished checkpoint, unknown step, listing the steps there are).
+    """
+    text = os.fspath(path)
+    if os.path.isfile(os.path.join(text, METADATA_FILE)):
+        if step is not None:
+            raise SnapshotError(
+                f"{text}: a single snapshot; --step/step only applies to a checkpoint folder"
+            )
+        return text
+    # A checkpoint folder holds finished <step>/ snapshots. (A snapshot's own rank folders are
+    # numbered too, so digits alone do not make one: an unfinished snapshot has "0/".)
+    finished = os.path.isdir(text) and any(
+        name.isdigit() and os.path.isfile(os.path.join(text, name, METADATA_FILE))
+        for name in os.listdir(text)
+    )
+    if not finished:
+        # Let the snapshot reader say what is wrong with it (missing, unfinished, a file...).
+        snapshot_tables(text)
+        return text
+    frame = checkpoints(text)
+    if step is None:
+        return str(frame["path"].iloc[-1])
+    match = frame[frame["step"] == int(step)]
+    if match.empty:
+        steps = ", ".join(str(s) for s in frame["step"])
+        raise SnapshotError(f"{text}: no finished checkpoint at step {step} (steps: {steps})")
+    return str(match["path"].iloc[0])
