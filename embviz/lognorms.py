@@ -223,16 +223,22 @@ def _describe_sharded(name: str, weight: Any, job: _Job) -> _Table:
         _check_tensor(shard.tensor, name)
         r0, c0 = (int(x) for x in shard.metadata.shard_offsets)
         held.append(_Piece(r0, c0, shard.tensor.detach()))
-    # Elementary row intervals: between every shard boundary the same shards cover the rows.
+    # Elementary row intervals: between two shard boundaries the same shards cover the rows.
+    # A sweep keeps the shards that cover the current interval.
     cuts = sorted({0, rows, *(s[0] for s in shards), *(s[0] + s[1] for s in shards)})
+    pending = sorted(shards, key=lambda s: s[0])
+    active: list[tuple[int, int, int, int, int]] = []
     units: list[_Unit] = []
     split_blocks = 0
+    next_shard = 0
     for lo, hi in itertools.pairwise(cuts):
-        if hi <= lo or lo >= rows:
-            continue
-        covering = sorted(
-            (s for s in shards if s[0] <= lo and hi <= s[0] + s[1]), key=lambda s: s[2]
-        )
+        if lo >= rows:
+            break
+        while next_shard < len(pending) and pending[next_shard][0] <= lo:
+            active.append(pending[next_shard])
+            next_shard += 1
+        active = [s for s in active if s[0] + s[1] > lo]
+        covering = sorted(active, key=lambda s: s[2])
         col = 0
         for s in covering:
             if s[2] != col:
@@ -465,7 +471,8 @@ def _order_statistics(norms: list[torch.Tensor], ks: list[int], job: _Job) -> di
         for work in works:
             if work.counts is not None:
                 hist += work.counts.cpu()
-        hist = job.all_reduce(hist)[: len(distinct) * width].view(len(distinct), width)
+        # The last `width` bins held the values of other prefixes: not sent.
+        hist = job.all_reduce(hist[: len(distinct) * width]).view(len(distinct), width)
         for t in range(len(targets)):
             cumulative = torch.cumsum(hist[distinct.index(prefixes[t])], 0)
             d = int(torch.searchsorted(cumulative, torch.tensor(left[t]), right=True))
@@ -620,10 +627,10 @@ def log_norms(
     selection, see the module docstring), interpolated as ``torch.quantile`` does; ``mean``
     and ``std`` are accumulated in float64.
 
-    Communication per call, whatever the tables' sizes: one all-gather of 8 bytes per rank
+    Communication per call, whatever the tables' sizes: one all-gather of 16 bytes per rank
     (a check that every rank describes the same tables); per table, one all-gather of 48 bytes
-    per rank (count, mean, sum of squared deviations, min, max, NaN count) and three
-    all-reduces of at most 10 x 2,048 int64 counts (160 KiB) for the quantiles. Rows whose
+    per rank (count, mean, sum of squared deviations, min, max, NaN flag) and three
+    all-reduces of int64 counts for the quantiles (16 KiB, then at most 80 KiB twice). Rows whose
     columns live on several ranks (column-wise sharding) add 8 bytes per row (described), the
     float64 partial sums of squares, reduced in blocks of at most `SPLIT_BLOCK_ROWS` rows
     (8 MiB) onto one rank each. The norms themselves never leave their rank.

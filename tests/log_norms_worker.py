@@ -49,19 +49,8 @@ def _config():
     )
 
 
-def _reference(model, name: str, rank: int) -> dict[str, float] | None:
-    """float64 statistics of the whole table's row norms, on rank 0 (None elsewhere)."""
-    weight = model.state_dict()[f"embedding_bags.{name}.weight"]
-    from torch.distributed._shard.sharded_tensor import ShardedTensor
-
-    if isinstance(weight, ShardedTensor):
-        rows, dim = weight.size()
-        full = torch.empty((rows, dim), dtype=weight.dtype) if rank == 0 else None
-        weight.gather(dst=0, out=full)
-    else:
-        full = weight.detach().clone()
-    if rank != 0:
-        return None
+def _stats64(full: torch.Tensor) -> dict[str, float]:
+    """float64 statistics of the row norms of a whole table."""
     norms = full.double().norm(dim=1)
     q = torch.tensor([0.01, 0.05, 0.5, 0.95, 0.99], dtype=torch.float64)
     quantiles = torch.quantile(norms, q).tolist()
@@ -74,6 +63,48 @@ def _reference(model, name: str, rank: int) -> dict[str, float] | None:
         **dict(zip(["p1", "p5", "p50", "p95", "p99"], quantiles, strict=True)),
         "max": float(norms.max()),
     }
+
+
+def _irregular(rank: int):
+    """A 100 x 16 ShardedTensor whose two column halves are cut at different rows.
+
+    Columns 0:8 are rows 0:60 on rank 0 and 60:100 on rank 1; columns 8:16 are rows 0:30 on
+    rank 1 and 30:100 on rank 0. So rows 0:30 and 60:100 are split over the ranks, and rows
+    30:60 are whole on rank 0, in two pieces. Returns (sharded tensor, the whole table).
+    """
+    from torch.distributed._shard.metadata import ShardMetadata
+    from torch.distributed._shard.sharded_tensor import Shard, init_from_local_shards
+
+    full = torch.randn(100, 16, generator=torch.Generator().manual_seed(5)) * 3
+    layout = [  # (row0, rows, col0, cols, rank)
+        (0, 60, 0, 8, 0),
+        (60, 40, 0, 8, 1),
+        (0, 30, 8, 8, 1),
+        (30, 70, 8, 8, 0),
+    ]
+    local = [
+        Shard(
+            full[r0 : r0 + n, c0 : c0 + w].clone(),
+            ShardMetadata([r0, c0], [n, w], f"rank:{owner}/cpu"),
+        )
+        for r0, n, c0, w, owner in layout
+        if owner == rank
+    ]
+    return init_from_local_shards(local, 100, 16), full
+
+
+def _reference(model, name: str, rank: int) -> dict[str, float] | None:
+    """float64 statistics of the whole table's row norms, on rank 0 (None elsewhere)."""
+    weight = model.state_dict()[f"embedding_bags.{name}.weight"]
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    if isinstance(weight, ShardedTensor):
+        rows, dim = weight.size()
+        full = torch.empty((rows, dim), dtype=weight.dtype) if rank == 0 else None
+        weight.gather(dst=0, out=full)
+    else:
+        full = weight.detach().clone()
+    return None if rank != 0 else _stats64(full)
 
 
 def main(out: Path) -> None:
@@ -138,6 +169,9 @@ def main(out: Path) -> None:
             report["disagree"] = None
         except embviz.NormError as exc:
             report["disagree"] = str(exc)
+        irregular, whole = _irregular(rank)
+        report["irregular"] = embviz.log_norms({"grid": irregular})
+        report["irregular_reference"] = _stats64(whole)
         report["reference"] = {name: _reference(model, name, rank) for name in TABLES}
         (out / f"rank{rank}.json").write_text(json.dumps(report))
         dist.barrier()
