@@ -351,7 +351,8 @@ def _for_each_chunk(chunks: list[torch.Tensor], make_work: Callable[[], Any]) ->
     starts each rank with one thread: there the loop runs inline.)
     """
     threads = torch.get_num_threads()
-    on_cpu = all(c.device.type == "cpu" for c in chunks)
+    # One table's norms live on one device (its shards').
+    on_cpu = bool(chunks) and chunks[0].device.type == "cpu"
     workers = min(threads, len(chunks)) if on_cpu else 1
     if workers <= 1:
         work = make_work()
@@ -392,9 +393,15 @@ def _local_moments(norms: list[torch.Tensor]) -> list[float]:
 
     def make_work() -> Any:
         def work(i: int, chunk: torch.Tensor) -> None:
-            var, mean = torch.var_mean(chunk.to(torch.float64), correction=0)
             low, high = torch.aminmax(chunk)
-            rows[i, 0], rows[i, 1] = mean, var * chunk.numel()
+            # Sums of the values less a pivot inside their range (the first one): M2 is then
+            # free of the cancellation of plain sums of squares.
+            pivot = chunk[0].to(torch.float64)
+            shifted = chunk.to(torch.float64).sub_(pivot)
+            total = shifted.sum()
+            n = chunk.numel()
+            rows[i, 0] = pivot + total / n
+            rows[i, 1] = torch.dot(shifted, shifted) - total * total / n
             rows[i, 2], rows[i, 3] = low, high
 
         return work
