@@ -59,7 +59,7 @@ SPLIT_BLOCK_ROWS = 2**20
 # Norms per step of a pass over them: on the CPU, 256 KiB of float32 (its float64 and int32
 # temporaries stay in a core's cache); on a GPU, large steps amortise the kernel launches.
 _CPU_PASS_VALUES = 2**16
-_GPU_PASS_VALUES = 2**24
+_GPU_PASS_VALUES = 2**22
 
 # The exact selection: (prefix shift, digit shift, digit bits) per round over a float32's 31
 # non-sign bits. The first round's prefix is empty (every value's bits >> 31 is 0).
