@@ -53,7 +53,8 @@ __all__ = ["LOG_STATS", "SPLIT_BLOCK_ROWS", "log_norms"]
 #: Statistics `log_norms` returns per table, in order (a subset of `embviz.norm_stats`'s).
 LOG_STATS = ["rows", "sampled", "mean", "std", "min", *QUANTILES, "max"]
 
-#: Rows of a column-split block reduced in one message (float64: 8 MiB).
+#: Rows of a block of rows held in several column pieces: their float64 partial sums of
+#: squares (8 MiB) are added up, and reduced in one message when the pieces span ranks.
 SPLIT_BLOCK_ROWS = 2**20
 
 # Norms per step of a pass over them: on the CPU, 256 KiB of float32 (its float64 and int32
@@ -255,14 +256,18 @@ def _describe_sharded(name: str, weight: Any, job: _Job) -> _Table:
             for p in held
             if p.row0 <= lo and hi <= p.row0 + int(p.tensor.shape[0])
         ]
-        if len(ranks) == 1:
+        if len(covering) == 1:
             units.append(_Unit(lo, hi - lo, ranks.pop(), False, local))
             continue
-        # Columns on several ranks: blocks of partial sums, reduced onto the ranks in turn.
+        # Rows in several column pieces: blocks of float64 partial sums (bounded memory). On
+        # one rank, that rank adds them up; on several, they are reduced onto the ranks in turn.
         for start in range(lo, hi, SPLIT_BLOCK_ROWS):
             stop = min(start + SPLIT_BLOCK_ROWS, hi)
-            units.append(_Unit(start, stop - start, split_blocks % job.world, True, local))
-            split_blocks += 1
+            if len(ranks) == 1:
+                units.append(_Unit(start, stop - start, next(iter(ranks)), False, local))
+            else:
+                units.append(_Unit(start, stop - start, split_blocks % job.world, True, local))
+                split_blocks += 1
     return _Table(name, rows, cols, units)
 
 
@@ -643,8 +648,10 @@ def log_norms(
     (8 MiB) onto one rank each. The norms themselves never leave their rank.
 
     Memory per rank: 4 bytes per row it norms, plus at most `embviz.norms.MEMORY_BUDGET_BYTES`
-    inside `row_norms`, about 40 MiB of temporaries for the statistics and, for column-split
-    rows, 16 MiB per block. No shard is copied: the norms are read from the shards in place.
+    inside `row_norms`, under 10 MiB of temporaries for the statistics on the CPU (the last
+    round's 8 MiB lookup table; about 50 MiB on a GPU) and, for rows held in several column
+    pieces, 16 MiB per block of partial sums. No shard is copied: the norms are read from the
+    shards in place.
 
     Raises
     ------

@@ -171,6 +171,9 @@ def main(out: Path) -> None:
             report["disagree"] = str(exc)
         irregular, whole = _irregular(rank)
         report["irregular"] = embviz.log_norms({"grid": irregular})
+        embviz.lognorms.SPLIT_BLOCK_ROWS = 16  # rows in two pieces: blocks, local and split
+        report["irregular_blocks"] = embviz.log_norms({"grid": irregular})
+        embviz.lognorms.SPLIT_BLOCK_ROWS = default_block
         report["irregular_reference"] = _stats64(whole)
         report["reference"] = {name: _reference(model, name, rank) for name in TABLES}
         (out / f"rank{rank}.json").write_text(json.dumps(report))

@@ -215,7 +215,8 @@ def test_two_ranks_row_table_column_wise_and_data_parallel_match_the_gathered_ta
     assert sorted(shards["cw"]["ranks"]) == [0, 1]  # a row's columns live on both ranks
     assert len(shards["tw"]["ranks"]) == 1
 
-    for call in ("all", "sampled", "sampled_again", "small_blocks", "irregular"):
+    calls = ("all", "sampled", "sampled_again", "small_blocks", "irregular", "irregular_blocks")
+    for call in calls:
         assert first[call] == second[call], call  # the same dict on every rank
     stats, expected = first["all"], first["reference"]
     assert len(stats) == 4 * len(LOG_STATS)
@@ -225,7 +226,8 @@ def test_two_ranks_row_table_column_wise_and_data_parallel_match_the_gathered_ta
     assert_close(first["small_blocks"], "blocks", "cw", expected["cw"])
 
     # Column halves cut at different rows: split rows, and whole rows in two pieces on rank 0.
-    assert_close(first["irregular"], "embedding_norm", "grid", first["irregular_reference"])
+    for call in ("irregular", "irregular_blocks"):
+        assert_close(first[call], "embedding_norm", "grid", first["irregular_reference"])
 
     sampled = first["sampled"]
     assert sampled == first["sampled_again"]
