@@ -433,9 +433,9 @@ class _Histogram:
     """One worker's counts for a selection round (see `_order_statistics`).
 
     A value's bin is its digit ``(bits >> digit_shift) & (width - 1)`` in the histogram of its
-    prefix ``bits >> prefix_shift``; ``lut`` maps the wanted prefixes to histograms ``0..J-1``
-    and every other prefix to ``J``, whose bins are dropped. Without ``lut`` (the first round)
-    every value shares the empty prefix.
+    prefix ``bits >> prefix_shift``; ``lut`` maps the wanted prefixes to the first bin of
+    histograms ``0..J-1`` and every other prefix to histogram ``J``, whose bins are dropped.
+    Without ``lut`` (the first round) every value shares the empty prefix.
     """
 
     def __init__(self, width: int, size: int, digit_shift: int, prefix_shift: int, lut: Any):
@@ -449,12 +449,17 @@ class _Histogram:
         if self.counts is None:
             self.counts = torch.zeros(self.size, dtype=torch.int64, device=code.device)
             self.lut = None if self.lut is None else self.lut.to(code.device)
-        digit = torch.bitwise_right_shift(code, self.digit_shift)
-        if self.lut is not None:
-            digit.bitwise_and_(self.width - 1)
-            slot = torch.index_select(self.lut, 0, code >> self.prefix_shift)
-            digit.add_(slot.mul_(self.width))
-        self.counts += torch.bincount(digit, minlength=self.size)
+        if self.lut is None:
+            bins = torch.bitwise_right_shift(code, self.digit_shift)
+        else:
+            if self.digit_shift:
+                bins = torch.bitwise_right_shift(code, self.digit_shift)
+                bins.bitwise_and_(self.width - 1)
+            else:
+                bins = torch.bitwise_and(code, self.width - 1)
+            # The lookup table holds each prefix's first bin.
+            bins += torch.index_select(self.lut, 0, code >> self.prefix_shift)
+        self.counts += torch.bincount(bins, minlength=self.size)
 
 
 def _order_statistics(norms: list[torch.Tensor], ks: list[int], job: _Job) -> dict[int, float]:
@@ -474,8 +479,8 @@ def _order_statistics(norms: list[torch.Tensor], ks: list[int], job: _Job) -> di
         size = (len(distinct) + 1) * width
         lut = None
         if prefix_shift < 31:
-            lut = torch.full((1 << (31 - prefix_shift),), len(distinct), dtype=torch.int32)
-            lut[distinct] = torch.arange(len(distinct), dtype=torch.int32)
+            lut = torch.full((1 << (31 - prefix_shift),), len(distinct) * width, dtype=torch.int32)
+            lut[distinct] = torch.arange(len(distinct), dtype=torch.int32) * width
         works = _for_each_chunk(
             chunks, functools.partial(_Histogram, width, size, digit_shift, prefix_shift, lut)
         )
