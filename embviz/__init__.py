@@ -85,6 +85,7 @@ __all__ = [
     "load_table",
     "load_vocab",
     "local_row_ids",
+    "log_norms",
     "measure_collection",
     "memory_table",
     "nearest",

@@ -39,6 +39,7 @@ from .distributed import build_sharded as build_sharded
 from .errors import ArgumentError as ArgumentError
 from .errors import EmbvizError as EmbvizError
 from .errors import UnknownTableError as UnknownTableError
+from .lognorms import log_norms as log_norms
 from .measure import BuildCheck as BuildCheck
 from .measure import build_and_measure as build_and_measure
 from .measure import measure_collection as measure_collection
