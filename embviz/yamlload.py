@@ -354,21 +354,36 @@ _REWORD_LIMIT = 8 * 2**20
 
 
 def _python_wording(text: str, problem: YamlProblem, mark: Any) -> YamlProblem:
-    """PyYAML's wording of a libyaml syntax error at ``mark``, where it finds the same one."""
-    end = 0
-    for _ in range(mark.line + 2):  # through the line after the error
-        end = text.find("\n", end) + 1
-        if end == 0 or end > _REWORD_LIMIT:
+    """PyYAML's wording and place for a libyaml syntax error at ``mark``.
+
+    PyYAML's parser reads the text up to the error: through the line after it where that is
+    short enough (so the token at the error is whole), else up to the error itself. Its own
+    error there is taken when it is at the same place or before (libyaml's scanner reads
+    ahead: its nesting limit fires past the place PyYAML stops at).
+    """
+    start = 0  # of the error's line
+    for _ in range(mark.line):
+        start = text.find("\n", start) + 1
+        if start == 0:  # past the last line: the error is at the end of the text
+            start = len(text)
             break
-    if end > _REWORD_LIMIT:
+        if start > _REWORD_LIMIT:
+            return problem
+    line_end = text.find("\n", start)
+    after = -1 if line_end == -1 else text.find("\n", line_end + 1)
+    whole = after == -1 or after <= _REWORD_LIMIT
+    prefix = text[: (len(text) if after == -1 else after + 1) if whole else start + mark.column + 1]
+    if len(prefix) > _REWORD_LIMIT:
         return problem
-    prefix = text if end == 0 else text[:end]
     try:
         PyLoader(prefix).get_single_node()
     except yaml.MarkedYAMLError as exc:
-        other = _problem(exc)
-        if other.location == problem.location:
-            return other
+        found = exc.problem_mark or exc.context_mark
+        if found is None:
+            return problem
+        place, other = (found.line, found.column), (mark.line, mark.column)
+        if place < other or (place == other and whole):
+            return _problem(exc)
     except (yaml.YAMLError, RecursionError):
         pass
     return problem
