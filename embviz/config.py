@@ -24,6 +24,7 @@ from embviz.yamlload import (
     YAML12_FLOAT,
     YamlProblem,
     load_yaml,
+    no_cycle_collection,
     quote,
     read_limited,
     substitute_env,
@@ -626,22 +627,23 @@ def parse_config(
     ConfigError
         With one ``(location, message)`` per problem.
     """
-    try:
-        document = load_yaml(substitute_env(text))
-    except YamlProblem as exc:
-        raise ConfigError([(exc.location, exc.message)], source) from None
-    if document is None:
-        raise ConfigError([("", "the file is empty (expected a mapping with 'tables')")], source)
-    if not isinstance(document, dict):
-        raise ConfigError(
-            [("", f"expected a mapping at the top level, got {type(document).__name__}")], source
-        )
-    section, prefix = _select(document, key, source)
-    if not isinstance(section, dict):
-        raise ConfigError(
-            [(prefix, f"expected a mapping with 'tables', got {type(section).__name__}")], source
-        )
-    return _validate(section, source, prefix)
+    with no_cycle_collection():
+        try:
+            document = load_yaml(substitute_env(text))
+        except YamlProblem as exc:
+            raise ConfigError([(exc.location, exc.message)], source) from None
+        if document is None:
+            raise ConfigError(
+                [("", "the file is empty (expected a mapping with 'tables')")], source
+            )
+        if not isinstance(document, dict):
+            kind = type(document).__name__
+            raise ConfigError([("", f"expected a mapping at the top level, got {kind}")], source)
+        section, prefix = _select(document, key, source)
+        if not isinstance(section, dict):
+            kind = type(section).__name__
+            raise ConfigError([(prefix, f"expected a mapping with 'tables', got {kind}")], source)
+        return _validate(section, source, prefix)
 
 
 def _validate(data: dict[str, Any], source: str | None, prefix: str = "") -> LargeEmbeddingsConfig:

@@ -20,6 +20,7 @@ Nothing here knows the config schema: `embviz.config` turns a `YamlProblem` into
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import getpass
 import os
@@ -27,7 +28,7 @@ import re
 import reprlib
 import stat
 import string
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import yaml
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_NESTING",
     "YamlProblem",
     "load_yaml",
+    "no_cycle_collection",
     "quote",
     "read_limited",
     "substitute_env",
@@ -408,6 +410,22 @@ def _check_printable(text: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (reading a config makes no cycles).
+
+    Composing, constructing and validating a large config create millions of objects, and the
+    collector would only rescan them again and again: twice the time at 50 MB.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def load_yaml(text: str, loader: type | None = None) -> Any:
     """The YAML document in ``text`` (None when empty), within the limits of this module.
 
@@ -428,31 +446,26 @@ def load_yaml(text: str, loader: type | None = None) -> Any:
     _check_text_size(text, "the config is")
     _check_printable(text)
     loader = loader or LOADER
-    # Composing and constructing create millions of objects for a large config and no
-    # garbage cycles: the cyclic collector would only rescan them (2x the time at 50 MB).
-    collecting = gc.isenabled()
-    gc.disable()
-    instance = None
-    try:
-        instance = loader(text)
-        node = instance.get_single_node()
-        if node is None:
-            return None
-        if "&" in text:  # no anchor, no alias: nothing to expand
-            _check_aliases(node, instance._written)
-        return instance.construct_document(node)
-    except YamlProblem:
-        raise
-    except (ConstructorError, _NestingError) as exc:  # raised by Python code: same in both
-        raise _problem(exc) from None
-    except yaml.YAMLError as exc:
-        problem = _problem(exc)
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        if loader is not PyLoader and mark is not None and problem.location:
-            problem = _python_wording(text, problem, mark)
-        raise problem from None
-    finally:
-        if instance is not None:
-            instance.dispose()
-        if collecting:
-            gc.enable()
+    with no_cycle_collection():
+        instance = None
+        try:
+            instance = loader(text)
+            node = instance.get_single_node()
+            if node is None:
+                return None
+            if "&" in text:  # no anchor, no alias: nothing to expand
+                _check_aliases(node, instance._written)
+            return instance.construct_document(node)
+        except YamlProblem:
+            raise
+        except (ConstructorError, _NestingError) as exc:  # raised by Python code: same in both
+            raise _problem(exc) from None
+        except yaml.YAMLError as exc:
+            problem = _problem(exc)
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            if loader is not PyLoader and mark is not None and problem.location:
+                problem = _python_wording(text, problem, mark)
+            raise problem from None
+        finally:
+            if instance is not None:
+                instance.dispose()
