@@ -62,6 +62,7 @@ def write_report(
     title: str = "embviz report",
     source: str | None = None,
     compare_source: str | None = None,
+    snapshot: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Write ``out_dir/index.html`` and its figures (PNG files beside it).
 
@@ -84,6 +85,10 @@ def write_report(
         As for `embviz.memory_table`.
     title, source, compare_source : str
         Shown in the heading (``source``: where the config came from).
+    snapshot : path, optional
+        A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
+        each logged table's rows in 2-D (`embviz.Projector`, drawn by
+        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame).
 
     Returns
     -------
@@ -148,6 +153,8 @@ def write_report(
         )
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
+    if snapshot is not None:
+        sections.append(_projection_html(cfg, snapshot, save))
 
     heading = html.escape(title)
     origin = f"<p class='note'>{html.escape(source)}</p>" if source else ""
@@ -162,6 +169,34 @@ def write_report(
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return Report(index=index, figures=tuple(figures))
+
+
+def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:
+    """Each logged table of the snapshot (all its tables when none is logged) in 2-D."""
+    from embviz.norms import resolve_snapshot, table_names
+    from embviz.plots.projection import plot_projection_sample
+    from embviz.projector import Projector
+
+    path = resolve_snapshot(snapshot)
+    held = table_names(path)
+    wanted = [t for t in cfg.logged_tables if t in held] or held
+    parts = [
+        "<h2>Rows of the logged tables</h2>"
+        f"<p class='note'>From <code>{html.escape(str(path))}</code>. Each table's rows placed by "
+        "the PCA of all its rows (<code>embviz.Projector</code>); the figure draws a sample of "
+        "its frame stratified by norm. <code>embviz.Projector</code> in a notebook shows every "
+        "row, interactively.</p>"
+    ]
+    for name in wanted:
+        vocab = cfg.table(name).vocab if name in cfg.table_names else None
+        if vocab is not None and not Path(vocab).exists():
+            vocab = None
+        projector = Projector(path, name, vocab=vocab)
+        parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(projector.description)}</p>")
+        figure = plot_projection_sample(projector, title=None)
+        figure.axes[0].set_title(f"{name}: " + figure.axes[0].get_title(), fontsize=9)
+        parts.append(save(figure, f"projection_{name}.png"))
+    return "\n".join(parts)
 
 
 def _memory_html(frame: pd.DataFrame) -> str:

@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hbm-gib", type=float, metavar="X", help="memory per GPU, GiB")
     add_gpus_per_host_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, metavar="B")
+    parser.add_argument(
+        "--snapshot",
+        metavar="PATH",
+        help="a snapshot or checkpoint folder: each logged table's rows in 2-D (PCA)",
+    )
     add_accounting_arguments(parser, adagrad=False)
     parser.set_defaults(func=run)
 
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         title=f"embviz report: {Path(args.config).name}",
         source=args.config,
         compare_source=args.compare,
+        snapshot=args.snapshot,
     )
     print(report.index)
     return 0

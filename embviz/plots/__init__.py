@@ -13,6 +13,7 @@ from embviz.plots.norms import (
     plot_norm_histograms,
     plot_projection,
 )
+from embviz.plots.projection import plot_norm_selection, plot_projection_sample
 
 __all__: list[str] = [
     "OKABE_ITO",
@@ -21,6 +22,8 @@ __all__: list[str] = [
     "plot_memory",
     "plot_norm_bands",
     "plot_norm_histograms",
+    "plot_norm_selection",
     "plot_placement",
     "plot_projection",
+    "plot_projection_sample",
 ]
