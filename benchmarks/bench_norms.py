@@ -31,15 +31,90 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 
-from embviz.norms import MEMORY_BUDGET_BYTES, row_norm_backend, row_norm_throughput, row_norms
+from embviz.norms import MEMORY_BUDGET_BYTES, row_norm_backend, row_norms
 
 FP32_GOAL = 0.7
 FP16_GOAL = 0.5
 SPEEDUP_GOAL = 20.0
 SAMPLE_SIZE = 4_000_000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def row_norm_throughput(
+    device: str | torch.device = "cpu",
+    rows: int = 8_000_000,
+    dim: int = 64,
+    dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16),
+    repeats: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Measured throughput of `row_norms` against ``torch.sum`` and a copy of the same table.
+
+    For each dtype a ``rows x dim`` table is filled on ``device``; `row_norms`, ``torch.sum``
+    over it (a read of every byte: the memory-bandwidth reference) and ``copy_`` into a second
+    table (read + write) are timed in interleaved rounds, and the best time of each is kept (the
+    least disturbed by other work on the machine). On CUDA the device is synchronised around
+    every timed call.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (dtype, op) with ``dtype``, ``op`` (``row_norms``, ``sum``, ``copy``),
+        ``seconds`` (best), ``median_seconds``, ``gb_per_s`` (table bytes read, plus written for
+        the copy, per second, GB = 1e9 bytes) and ``vs_sum`` (sum's best time divided by the op's
+        best time: 1.0 means as fast as reading the table once).
+    """
+    import pandas as pd
+
+    device = torch.device(device)
+    records = []
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    for dtype in dtypes:
+        table = torch.empty((rows, dim), dtype=dtype, device=device)
+        table.normal_(generator=generator)
+        nbytes = table.numel() * table.element_size()
+        copy_target = torch.empty_like(table)
+        ops = {
+            "row_norms": lambda t=table: row_norms(t),
+            "sum": lambda t=table: torch.sum(t),
+            "copy": lambda t=table, c=copy_target: c.copy_(t),
+        }
+        times: dict[str, list[float]] = {op: [] for op in ops}
+        for op in ops.values():  # warm up: threads, allocator, caches
+            op()
+        _sync(device)
+        for _ in range(repeats):
+            for name, op in ops.items():
+                _sync(device)
+                start = time.perf_counter()
+                op()
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+        best_sum = min(times["sum"])
+        for name, spent in times.items():
+            moved = nbytes * (2 if name == "copy" else 1)
+            records.append(
+                {
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "op": name,
+                    "seconds": min(spent),
+                    "median_seconds": float(np.median(spent)),
+                    "gb_per_s": moved / min(spent) / 1e9,
+                    "vs_sum": best_sum / min(spent),
+                }
+            )
+        del table, copy_target
+    return pd.DataFrame.from_records(records)
 
 
 def original_log_ebc_norms(weight: torch.Tensor, sample_size: int = SAMPLE_SIZE) -> torch.Tensor:

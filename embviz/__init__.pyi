@@ -70,7 +70,6 @@ from .norms import norm_history as norm_history
 from .norms import norm_stats as norm_stats
 from .norms import project as project
 from .norms import row_norm_backend as row_norm_backend
-from .norms import row_norm_throughput as row_norm_throughput
 from .norms import row_norms as row_norms
 from .norms import sample_rows as sample_rows
 from .norms import table_names as table_names
@@ -79,6 +78,7 @@ from .optimizers import optimizer_spec as optimizer_spec
 from .placement import Placement as Placement
 from .placement import PlanError as PlanError
 from .placement import plan as plan
+from .placement_reasons import placement_reasons as placement_reasons
 from .plots import plot_dtype_savings as plot_dtype_savings
 from .plots import plot_memory as plot_memory
 from .plots import plot_placement as plot_placement
@@ -91,11 +91,15 @@ from .quantization import quantization_error_table as quantization_error_table
 from .report import ReportError as ReportError
 from .report import write_report as write_report
 from .serving import SERVING_DTYPES as SERVING_DTYPES
+from .serving import ServingFit as ServingFit
 from .serving import ServingWidthError as ServingWidthError
 from .serving import planner_serving_bytes as planner_serving_bytes
 from .serving import serving_bytes as serving_bytes
+from .serving import serving_fit as serving_fit
 from .serving import serving_row_bytes as serving_row_bytes
 from .serving import serving_table_bytes as serving_table_bytes
+from .snapshot_reader import iter_table_blocks as iter_table_blocks
+from .snapshot_reader import iter_table_pieces as iter_table_pieces
 from .snapshots import SnapshotError as SnapshotError
 from .snapshots import checkpoints as checkpoints
 from .snapshots import read_table as read_table
@@ -110,3 +114,4 @@ from .vocab import write_vocab as write_vocab
 from .widgets import BuildPanel as BuildPanel
 from .widgets import CollectionEditor as CollectionEditor
 from .widgets import NormsPanel as NormsPanel
+from .widgets import ServingPanel as ServingPanel

@@ -24,10 +24,9 @@ from embviz.norms import (
     EmptyTableError,
     norm_history,
     norm_stats,
-    resolve_snapshot,
     row_norms,
 )
-from embviz.snapshots import METADATA_FILE, SnapshotError
+from embviz.snapshots import METADATA_FILE, SnapshotError, resolve_snapshot
 
 
 class Wrapper(torch.nn.Module):

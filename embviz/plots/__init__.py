@@ -6,7 +6,8 @@ They return the Figure, never compute bytes or statistics themselves, and never 
 
 from __future__ import annotations
 
-from embviz.plots.memory import OKABE_ITO, plot_dtype_savings, plot_memory, plot_placement
+from embviz.plots.dtypes import plot_dtype_savings
+from embviz.plots.memory import OKABE_ITO, plot_memory, plot_placement
 from embviz.plots.norms import (
     plot_fp16_tradeoff,
     plot_norm_bands,
