@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import embviz
-from embviz.projection import ProjectorError, project, stratified_sample
+from embviz.norms.projection import ProjectorError, project, stratified_sample
 from embviz.projector import Projector
 
 SCALES = torch.tensor([6.0, 3.0, 2.0, 1.0, 0.7, 0.5, 0.3, 0.2])
@@ -223,7 +223,7 @@ def test_colour_choices_and_their_errors():
 
 
 def test_norm_colour_is_log_scaled_and_clipped_at_quantiles():
-    from embviz.projection import COLOR_CLIP, color_values
+    from embviz.norms.projection import COLOR_CLIP, color_values
 
     weight = _planted(10_000)
     weight[0] *= 10**4

@@ -33,7 +33,7 @@ _STYLE = (
 
 def _scatter_data(projector: Projector) -> tuple[pd.DataFrame, str]:
     """What the scatter holds: coordinates, the colour column, and the hover's fields."""
-    from embviz.projection import color_values
+    from embviz.norms.projection import color_values
 
     frame = projector.frame
     values, title, _ = color_values(frame, projector.color)
