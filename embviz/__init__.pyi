@@ -58,6 +58,8 @@ from .memory import with_dtype as with_dtype
 from .memory import with_totals as with_totals
 from .norms import EmptyTableError as EmptyTableError
 from .norms import NormError as NormError
+from .norms import Projection as Projection
+from .norms import ProjectorError as ProjectorError
 from .norms import RowIndexError as RowIndexError
 from .norms import UnknownEntityError as UnknownEntityError
 from .norms import exact_quantiles as exact_quantiles
@@ -83,8 +85,6 @@ from .placement_reasons import placement_reasons as placement_reasons
 from .plots import plot_dtype_savings as plot_dtype_savings
 from .plots import plot_memory as plot_memory
 from .plots import plot_placement as plot_placement
-from .projection import Projection as Projection
-from .projection import ProjectorError as ProjectorError
 from .projector import Projector as Projector
 from .quantization import dequantize as dequantize
 from .quantization import quantization_error as quantization_error

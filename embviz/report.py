@@ -77,6 +77,7 @@ def write_report(
     source: str | None = None,
     compare_source: str | None = None,
     serving_dtype: str | Mapping[str, str] | None = "int8",
+    snapshot: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Write ``out_dir/index.html`` and its figures (PNG files beside it).
 
@@ -103,6 +104,10 @@ def write_report(
         The serving section's choice (as ``memory_table(cfg, mode="inference",
         serving_dtype=...)`` and ``embviz memory --mode inference --serving-dtype``): its bytes
         per table and total. Every table in every serving dtype is shown beside it regardless.
+    snapshot : path, optional
+        A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
+        each logged table's rows in 2-D (`embviz.Projector`, drawn by
+        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame).
 
     Returns
     -------
@@ -186,6 +191,8 @@ def write_report(
         )
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
+    if snapshot is not None:
+        sections.append(_projection_html(cfg, snapshot, save))
 
     heading = html.escape(title)
     origin = f"<p class='note'>{html.escape(source)}</p>" if source else ""
@@ -235,6 +242,35 @@ def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = T
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
+
+
+def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:
+    """Each logged table of the snapshot (all its tables when none is logged) in 2-D."""
+    from embviz.norms import table_names
+    from embviz.plots.projection import plot_projection_sample
+    from embviz.projector import Projector
+    from embviz.snapshots import resolve_snapshot
+
+    path = resolve_snapshot(snapshot)
+    held = table_names(path)
+    wanted = [t for t in cfg.logged_tables if t in held] or held
+    parts = [
+        "<h2>Rows of the logged tables</h2>"
+        f"<p class='note'>From <code>{html.escape(str(path))}</code>. Each table's rows placed by "
+        "the PCA of all its rows (<code>embviz.Projector</code>); the figure draws a sample of "
+        "its frame stratified by norm. <code>embviz.Projector</code> in a notebook shows every "
+        "row, interactively.</p>"
+    ]
+    for name in wanted:
+        vocab = cfg.table(name).vocab if name in cfg.table_names else None
+        if vocab is not None and not Path(vocab).exists():
+            vocab = None
+        projector = Projector(path, name, vocab=vocab)
+        parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(projector.description)}</p>")
+        figure = plot_projection_sample(projector, title=None)
+        figure.axes[0].set_title(f"{name}: " + figure.axes[0].get_title(), fontsize=9)
+        parts.append(save(figure, f"projection_{name}.png"))
+    return "\n".join(parts)
 
 
 def _memory_html(frame: pd.DataFrame) -> str:

@@ -14,6 +14,7 @@ from embviz.plots.norms import (
     plot_norm_histograms,
     plot_projection,
 )
+from embviz.plots.projection import plot_norm_selection, plot_projection_sample
 
 __all__: list[str] = [
     "OKABE_ITO",
@@ -22,6 +23,8 @@ __all__: list[str] = [
     "plot_memory",
     "plot_norm_bands",
     "plot_norm_histograms",
+    "plot_norm_selection",
     "plot_placement",
     "plot_projection",
+    "plot_projection_sample",
 ]
