@@ -43,7 +43,7 @@ def main() -> None:
     stats = embviz.norm_stats(latest, config=run.config, progress=False)
     hist = embviz.norm_histogram(latest, config=run.config, scale="log", progress=False)
     save(plot_norm_histograms(hist, stats), "norm_histograms.png")
-    history = embviz.norm_history(run.save_dir, config=run.config, progress=False)
+    history = embviz.norm_history(run.save_dir, config=run.config, initial="first", progress=False)
     save(plot_norm_bands(history), "norm_bands.png")
     quality = embviz.quantization_error_table(
         latest, ["fp16", "int8", "int4", "int2"], rows=50_000, progress=False
