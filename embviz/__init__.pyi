@@ -82,6 +82,9 @@ from .placement_reasons import placement_reasons as placement_reasons
 from .plots import plot_dtype_savings as plot_dtype_savings
 from .plots import plot_memory as plot_memory
 from .plots import plot_placement as plot_placement
+from .projection import Projection as Projection
+from .projection import ProjectorError as ProjectorError
+from .projector import Projector as Projector
 from .quantization import dequantize as dequantize
 from .quantization import quantization_error as quantization_error
 from .quantization import quantization_error_table as quantization_error_table
