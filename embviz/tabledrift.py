@@ -91,16 +91,27 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def _neighbours(unit: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
     """Positions in ``unit`` of the ``k`` rows most cosine-similar to each row ``queries``.
 
-    ``unit`` holds float64 unit rows; a query is not its own neighbour. Exact (brute force).
+    ``unit`` holds float64 unit rows; a query is not its own neighbour. The search runs in
+    float32 (twice as fast) for ``2 k + 8`` candidates per query, which are then scored again in
+    float64 and the best ``k`` kept: the result is the float64 brute-force answer unless a row
+    outside the candidates scores within float32's rounding (about 1e-6) of the k-th.
     """
     n = unit.shape[0]
+    wide = min(n - 1, 2 * k + 8)
+    single = unit.to(torch.float32)
     out = torch.empty((len(queries), k), dtype=torch.int64)
-    step = max(1, BLOCK_BYTES // max(1, n * 8))
+    step = max(1, BLOCK_BYTES // max(1, n * 4))
     for start in range(0, len(queries), step):
         q = queries[start : start + step]
-        sims = unit[q] @ unit.T
-        sims[torch.arange(len(q)), q] = -math.inf
-        out[start : start + len(q)] = torch.topk(sims, k, dim=1, sorted=False).indices
+        rows = torch.arange(len(q))
+        sims = single[q] @ single.T
+        sims[rows, q] = -math.inf
+        candidates = torch.topk(sims, wide, dim=1, sorted=False).indices
+        del sims
+        exact = (unit[candidates] * unit[q][:, None, :]).sum(dim=2)
+        exact[candidates == q[:, None]] = -math.inf
+        best = torch.topk(exact, k, dim=1, sorted=False).indices
+        out[start : start + len(q)] = torch.gather(candidates, 1, best)
     return out
 
 

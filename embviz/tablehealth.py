@@ -128,17 +128,18 @@ def _summarise(
             if initial is not None:
                 ini = initial.index_select(0, ids.to(initial.device)).to(raw.device, raw.dtype)
                 out.unchanged += float((torch.eq(raw, ini).all(dim=1).cpu() * w).sum())
-            out.gram += x.T @ (x * w[:, None])
             norms = torch.linalg.vector_norm(x, dim=1)
             out.norms.append(norms)
             live = norms > 0
             unit = x[live] / norms[live, None]
-            wl = w[live][:, None]
-            out.unit_sum += (unit * wl).sum(dim=0)
-            out.unit_sumsq += (unit * unit * wl).sum(dim=0)
-            out.nonzero += float(w[live].sum())
+            wl = w[live]
+            out.unit_sum += wl @ unit
+            out.unit_sumsq += wl @ unit.mul_(unit)
+            out.nonzero += float(wl.sum())
+            scaled = x.mul_(w.sqrt()[:, None])  # x is a copy: scale it in place
+            out.gram += scaled.T @ scaled
             if keep_rows:
-                parts.append(x * w.sqrt()[:, None])
+                parts.append(scaled)
     if keep_rows:
         out.small = torch.cat(parts)
     return out
