@@ -789,20 +789,25 @@ def test_a_total_past_int64_is_refused(ranker):
     cfg = embviz.LargeEmbeddingsConfig(tables=ranker.tables[:3])
     editor = CollectionEditor(cfg)
     names = cfg.table_names
-    # Each table alone fits int64 (2**59 x 1 x 12 bytes < 2**63); the three together do not.
+    # Each table alone fits int64 (2**58 x 1 x 12 bytes, fp32 + Adam, about 3.5e18 bytes);
+    # two together (6.9e18) too; all three (1.04e19) do not.
     for name in names:
-        editor.controls(name)["embedding_dim"].value = "1"
+        editor.controls(name)["embedding_dim"].value = "4"
         editor.controls(name)["optimizer"].value = "adam"
-    editor.controls(names[0])["data_type"].value = "fp32"
-    editor.controls(names[0])["num_embeddings"].value = f"{2**59:,}"
-    editor.controls(names[1])["num_embeddings"].value = f"{2**59:,}"
+        editor.controls(name)["data_type"].value = "fp32"
+    editor.controls(names[0])["num_embeddings"].value = f"{2**56:,}"
+    editor.controls(names[1])["num_embeddings"].value = f"{2**56:,}"
     assert editor.error == ""
+    assert editor.memory["total_bytes"].iloc[:2].tolist() == [3 * 4 * 4 * 2**56] * 2
     before = editor.config
-    editor.controls(names[2])["num_embeddings"].value = f"{2**59:,}"
+    editor.controls(names[2])["num_embeddings"].value = f"{2**56:,}"
     assert "total bytes would pass int64" in editor.error
+    assert "total bytes would pass int64" in editor.controls(names[2])["num_embeddings"].error
     assert editor.config == before
     assert_consistent(editor)
-    assert int(editor.memory["total_bytes"].sum()) > 0
+    editor.controls(names[2])["num_embeddings"].value = "1,000"
+    assert editor.error == ""
+    assert_consistent(editor)
 
 
 # --------------------------------------------------------------------------- the grid widget

@@ -166,6 +166,9 @@ class FindMixin:
             options=["sgd", "adagrad", "adam"], layout=widgets.Layout(width="96px")
         )
         self._bulk_factor = widgets.Text(value="2", layout=widgets.Layout(width="60px"))
+        self._bulk_dtype.add_class("embviz-bulk-dtype-value")
+        self._bulk_optimizer.add_class("embviz-bulk-optimizer-value")
+        self._bulk_factor.add_class("embviz-bulk-factor")
         self._bulk_buttons = {
             "data_type": widgets.Button(description="set dtype"),
             "optimizer": widgets.Button(description="set optimizer"),
@@ -259,10 +262,11 @@ class FindMixin:
         The budget is one GPU's usable memory (`usable_bytes`). None leaves a filter off.
         Returns the names shown.
         """
-        self._find.logged = None if logged is None else bool(logged)
-        self._find.over_budget = None if over_budget is None else bool(over_budget)
+        # The check boxes first: their observers set the state, then the exact one is set.
         self._logged_only.value = bool(logged)
         self._over_only.value = bool(over_budget)
+        self._find.logged = None if logged is None else bool(logged)
+        self._find.over_budget = None if over_budget is None else bool(over_budget)
         self._show_view()
         return self.shown
 
