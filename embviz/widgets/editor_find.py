@@ -157,6 +157,8 @@ class FindMixin:
         )
         self._select_shown = widgets.Button(description="select shown", icon="check-square")
         self._select_none = widgets.Button(description="clear selection", icon="square")
+        self._select_shown.add_class("embviz-select-shown")
+        self._select_none.add_class("embviz-select-none")
         self._select_shown.on_click(self._guard(lambda _: self.select()))
         self._select_none.on_click(self._guard(lambda _: self.select([])))
         self._bulk_dtype = widgets.Dropdown(

@@ -29,21 +29,21 @@ BYTE_COLUMNS = {
 ROW_ACTIONS = (
     ("times10", "×10", "10 times the rows"),
     ("divide10", "÷10", "a tenth of the rows"),
-    ("duplicate", "⧉", "duplicate this table"),
+    ("duplicate", "copy", "duplicate this table"),
     ("remove", "✕", "remove this table"),
 )
 COLUMNS: list[dict[str, Any]] = [
     {"key": "selected", "label": "", "kind": "selection", "width": "26px"},
-    {"key": "name", "label": "table", "kind": "text", "width": "190px", "sortable": True},
+    {"key": "name", "label": "table", "kind": "text", "width": "170px", "sortable": True},
     {
         "key": "num_embeddings",
         "label": "rows",
         "kind": "text",
-        "width": "130px",
+        "width": "118px",
         "sortable": True,
         "title": "num_embeddings: thousands separators welcome",
     },
-    {"key": "embedding_dim", "label": "dim", "kind": "text", "width": "60px", "sortable": True},
+    {"key": "embedding_dim", "label": "dim", "kind": "text", "width": "52px", "sortable": True},
     {
         "key": "data_type",
         "label": "dtype",
@@ -58,14 +58,14 @@ COLUMNS: list[dict[str, Any]] = [
         "options": list(OPTIMIZERS),
         "width": "86px",
     },
-    {"key": "lr", "label": "lr", "kind": "text", "width": "76px"},
+    {"key": "lr", "label": "lr", "kind": "text", "width": "70px"},
     {"key": "log", "label": "log", "kind": "check", "width": "36px", "title": "tables_to_log"},
     *(
-        {"key": key, "label": label, "kind": "bytes", "width": "92px", "sortable": True}
+        {"key": key, "label": label, "kind": "bytes", "width": "84px", "sortable": True}
         for key, label in BYTE_COLUMNS.items()
     ),
-    {"key": "actions", "label": "", "kind": "actions", "width": "120px", "actions": ROW_ACTIONS},
-    {"key": "message", "label": "", "kind": "message", "width": "420px"},
+    {"key": "actions", "label": "", "kind": "actions", "width": "136px", "actions": ROW_ACTIONS},
+    {"key": "message", "label": "", "kind": "message", "width": "480px"},
 ]
 
 

@@ -100,6 +100,7 @@ function render({ model, el }) {
     for (const column of model.get("columns")) {
       const cell = document.createElement("div");
       cell.className = "embviz-grid-cell " + cellClass(column);
+      if (column.kind === "message") cell.classList.add("embviz-row-message");
       cell.style.width = column.width || "90px";
       if (column.kind === "text") {
         const input = document.createElement("input");
@@ -174,7 +175,8 @@ function render({ model, el }) {
 
   function drawRows(force) {
     const view = model.get("view");
-    body.style.height = model.get("height") + "px";
+    // At most `height` pixels: a short config (or search result) takes only its rows.
+    body.style.height = Math.min(model.get("height"), view.length * ROW_HEIGHT + 2) + "px";
     spacer.style.height = view.length * ROW_HEIGHT + "px";
     const first = Math.max(0, Math.floor(body.scrollTop / ROW_HEIGHT) - OVERSCAN);
     const last = Math.min(
