@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from embviz.projection import ProjectorError, color_values
+from embviz.norms.projection import ProjectorError, color_values
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from embviz.projection import Projection
+    from embviz.norms.projection import Projection
 
 __all__ = ["Projector", "ProjectorError", "row_drift"]
 
@@ -169,7 +169,8 @@ class Projector:
     ):
         import pandas as pd
 
-        from embviz.projection import as_counts, as_vocab, project
+        from embviz.norms.labels import as_vocab
+        from embviz.norms.projection import as_counts, project
 
         self.table = table
         self._weight = _weight(source, table)
@@ -270,7 +271,7 @@ class Projector:
 
         found = nearest(self._weight, int(row), k=self.k if k is None else k).frame
         if self._vocab is not None:
-            from embviz.projection import entity_labels
+            from embviz.norms.labels import entity_labels
 
             found.insert(2, "entity", entity_labels(self._vocab, found["row"].to_numpy()))
         return found

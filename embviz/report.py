@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -75,6 +77,7 @@ def write_report(
     source: str | None = None,
     compare_source: str | None = None,
     serving_dtype: str | Mapping[str, str] | None = "int8",
+    snapshot: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Write ``out_dir/index.html`` and its figures (PNG files beside it).
 
@@ -101,6 +104,10 @@ def write_report(
         The serving section's choice (as ``memory_table(cfg, mode="inference",
         serving_dtype=...)`` and ``embviz memory --mode inference --serving-dtype``): its bytes
         per table and total. Every table in every serving dtype is shown beside it regardless.
+    snapshot : path, optional
+        A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
+        each logged table's rows in 2-D (`embviz.Projector`, drawn by
+        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame).
 
     Returns
     -------
@@ -110,7 +117,11 @@ def write_report(
     Raises
     ------
     ReportError
-        When only one of ``gpus`` and ``hbm_gib`` is given, or the folder cannot be written.
+        When only one of ``gpus`` and ``hbm_gib`` is given, the folder cannot be created or
+        written, or one of the report's file names is taken by a folder. The report's files
+        (``index.html`` and the PNG figures) are written fresh, each to a temporary file
+        renamed into place: a symlink of that name is replaced, never written through; other
+        files in the folder are left alone.
     embviz.ArgumentError, embviz.ServingWidthError, UnknownTableError
         A ``serving_dtype`` that is unknown, names unknown tables or does not fit a width.
     """
@@ -128,6 +139,13 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    # Refuse before the work where the files cannot be written.
+    owned = ["index.html", "memory.png", "dtype_savings.png"]
+    if gpus is not None:
+        owned.append("placement.png")
+    for name in owned:
+        _check_replaceable(out / name)
+    _replace(out / ".embviz-write-check", lambda handle: None, keep=False)
 
     frame = memory_table(cfg, optimizer_state, mode)
     sums = totals(frame)
@@ -136,13 +154,19 @@ def write_report(
 
     def save(figure: object, name: str) -> str:
         path = out / name
-        figure.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-        plt.close(figure)  # type: ignore[arg-type]
+        try:
+            _replace(
+                path,
+                lambda handle: figure.savefig(  # type: ignore[attr-defined]
+                    handle, format="png", dpi=110, bbox_inches="tight"
+                ),
+            )
+        finally:
+            plt.close(figure)  # type: ignore[arg-type]
         figures.append(path)
         return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
     fit = gpu_fit(frame, gpus, hbm_gib) if gpus is not None and hbm_gib is not None else None
-    budget = fit.available_bytes if fit else None
     summary = (
         f"<p>{len(frame)} tables, {human_bytes(int(sums['total_bytes']))} in all "
         f"({int(sums['total_bytes']):,} bytes: weights {human_bytes(int(sums['weight_bytes']))}, "
@@ -151,7 +175,9 @@ def write_report(
         f"<code>{html.escape(str(frame['mode'].iloc[0]))}</code>.</p>"
     )
     sections.append("<h2>Memory per table</h2>" + summary + _memory_html(frame))
-    sections.append(save(plot_memory(frame, budget_bytes=budget), "memory.png"))
+    sections.append(
+        save(plot_memory(frame, hbm_bytes=fit.hbm_bytes if fit else None), "memory.png")
+    )
     sections.append(_fp16_html(frame))
     serving = serving_bytes(cfg)
     sections.append(
@@ -166,6 +192,8 @@ def write_report(
         )
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
+    if snapshot is not None:
+        sections.append(_projection_html(cfg, snapshot, save))
 
     heading = html.escape(title)
     origin = f"<p class='note'>{html.escape(source)}</p>" if source else ""
@@ -178,8 +206,72 @@ def write_report(
         "</body></html>"
     )
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    _replace(index, lambda handle: handle.write(page.encode("utf-8")))
     return Report(index=index, figures=tuple(figures))
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise ReportError(
+            f"{path}: is a folder; the report writes a file of that name (move the folder away "
+            "or choose another --out)"
+        )
+
+
+def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = True) -> None:
+    """Write one of the report's files fresh: a temporary file beside it, then a rename.
+
+    The rename replaces whatever ``path`` was (a file, or a symlink: never the file a link
+    points to), and a reader never sees a half-written file. ``keep=False`` removes the file
+    (a check that the folder can be written).
+    """
+    _check_replaceable(path)
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ReportError(
+            f"{path.parent}: cannot write the report there ({exc.strerror})"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        if keep:
+            os.chmod(temporary, 0o644)  # mkstemp's files are 0o600; a report is for sharing
+            os.replace(temporary, path)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:
+    """Each logged table of the snapshot (all its tables when none is logged) in 2-D."""
+    from embviz.norms import table_names
+    from embviz.plots.projection import plot_projection_sample
+    from embviz.projector import Projector
+    from embviz.snapshots import resolve_snapshot
+
+    path = resolve_snapshot(snapshot)
+    held = table_names(path)
+    wanted = [t for t in cfg.logged_tables if t in held] or held
+    parts = [
+        "<h2>Rows of the logged tables</h2>"
+        f"<p class='note'>From <code>{html.escape(str(path))}</code>. Each table's rows placed by "
+        "the PCA of all its rows (<code>embviz.Projector</code>); the figure draws a sample of "
+        "its frame stratified by norm. <code>embviz.Projector</code> in a notebook shows every "
+        "row, interactively.</p>"
+    ]
+    for name in wanted:
+        vocab = cfg.table(name).vocab if name in cfg.table_names else None
+        if vocab is not None and not Path(vocab).exists():
+            vocab = None
+        projector = Projector(path, name, vocab=vocab)
+        parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(projector.description)}</p>")
+        figure = plot_projection_sample(projector, title=None)
+        figure.axes[0].set_title(f"{name}: " + figure.axes[0].get_title(), fontsize=9)
+        parts.append(save(figure, f"projection_{name}.png"))
+    return "\n".join(parts)
 
 
 def _memory_html(frame: pd.DataFrame) -> str:

@@ -362,26 +362,29 @@ def save_snapshot(
     return folder
 
 
-def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
+def checkpoints(save_dir: str | os.PathLike[str], *, unfinished: bool = False) -> pd.DataFrame:
     """The finished checkpoints of a training run, in step order.
 
     the-algorithm-ml writes checkpoint ``N`` to ``save_dir/N/`` and treats it as written only once
     ``save_dir/N/.snapshot_metadata`` exists (its ``get_checkpoints``), because torchsnapshot
     writes that file last, after every rank has written its data. Folders without it are being
-    written or were cut short: they are listed with ``finished`` False, and the functions that
-    read checkpoints (`embviz.norm_history`, `resolve_snapshot`) skip them. Entries whose name
-    is not a number (e.g. a ``vocab`` folder beside the checkpoints) are not listed.
+    written or were cut short: they are left out, or with ``unfinished=True`` listed with
+    ``finished`` False. Entries whose name is not a number (e.g. a ``vocab`` folder beside the
+    checkpoints) are never listed.
 
     Parameters
     ----------
     save_dir : str or path-like
         The run's ``save_dir``.
+    unfinished : bool
+        Also list the step folders without ``.snapshot_metadata``.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``step`` (int), ``path`` (str) and ``finished`` (bool), one row per step folder,
-        sorted by step; ``frame[frame["finished"]]`` are the checkpoints that can be read.
+        Columns ``step`` (int), ``path`` (str) and ``finished`` (bool), sorted by step: the
+        finished checkpoints (``finished`` all True), or with ``unfinished=True`` every step
+        folder.
 
     Raises
     ------
@@ -411,6 +414,8 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
             f"{folder}: no finished checkpoints (expected <step>/ folders holding a "
             f"{METADATA_FILE}){extra}"
         )
+    if not unfinished:
+        found = [entry for entry in found if entry[2]]
     frame = pd.DataFrame(
         {
             "step": pd.Series([s for s, _, _ in found], dtype="int64"),
@@ -445,7 +450,6 @@ def resolve_snapshot(path: str | os.PathLike[str], step: int | None = None) -> s
         snapshot_tables(text)
         return text
     frame = checkpoints(text)
-    frame = frame[frame["finished"]]
     if step is None:
         return str(frame["path"].iloc[-1])
     match = frame[frame["step"] == int(step)]

@@ -840,41 +840,45 @@ def test_nearest_errors():
         nearest(weight, 7, vocab=pd.Series([100], index=[7]))
 
 
-def test_project_is_pca_of_the_sample():
+def test_project_is_the_pca_of_the_whole_table_shown_on_a_sample():
     generator = torch.Generator().manual_seed(0)
     # Two strong directions and noise.
     basis = torch.linalg.qr(torch.randn(12, 12, generator=generator)).Q
     coords = torch.randn(4_000, 12, generator=generator) * torch.tensor([5.0, 3.0] + [0.1] * 10)
     weight = coords @ basis.T + 1.0
-    frame = project(weight, n=2_000, seed=3)
-    rows = sample_rows(4_000, 2_000, seed=3)
-    assert frame["row"].tolist() == rows.tolist()
+    projection = project(weight, n=2_000, seed=3)
+    frame = projection.frame
+    rows = frame["row"].to_numpy()
+    assert len(rows) == 2_000 and (np.diff(rows) > 0).all()
+    assert projection.sampled and projection.stratified_by == "norm"
     assert list(frame.columns) == ["row", "x", "y", "norm"]
-    np.testing.assert_allclose(
-        frame["norm"], torch.linalg.vector_norm(weight[rows].double(), dim=1), rtol=2**-22
-    )
-    # Against an exact eigendecomposition of the sample's covariance, up to sign.
-    centred = weight[rows] - weight[rows].mean(0)
-    _, vectors = torch.linalg.eigh(centred.T @ centred)
-    exact = centred @ vectors[:, [-1, -2]]
+    exact_norms = torch.linalg.vector_norm(weight.double()[rows], dim=1).numpy()
+    np.testing.assert_allclose(frame["norm"], exact_norms, rtol=1e-6)
+    # Against an exact eigendecomposition of the whole table's covariance, up to sign.
+    x = weight.double()
+    centred = x - x.mean(0)
+    values, vectors = torch.linalg.eigh(centred.T @ centred)
+    exact = centred[rows] @ vectors[:, [-1, -2]]
     for column, i in (("x", 0), ("y", 1)):
-        got = torch.tensor(frame[column].to_numpy())
+        got = torch.tensor(frame[column].to_numpy(), dtype=torch.float64)
         sign = torch.sign((got * exact[:, i]).sum())
-        torch.testing.assert_close(got * sign, exact[:, i], rtol=1e-3, atol=1e-3)
-    ratio = frame.attrs["explained_variance_ratio"]
+        torch.testing.assert_close(got * sign, exact[:, i], rtol=0, atol=1e-5)
+    ratio = projection.explained_variance
+    expected = (values[[-1, -2]] / values.sum()).tolist()
+    np.testing.assert_allclose(ratio, expected, rtol=1e-9)
     assert ratio[0] > ratio[1] > 0.2
-    assert frame.equals(project(weight, n=2_000, seed=3))
+    assert frame.equals(project(weight, n=2_000, seed=3).frame)
 
 
 def test_project_labels_and_errors():
     weight = torch.randn(50, 3)
     vocab = {100 + r: r for r in range(50)}
-    frame = project(weight, n=10, vocab=vocab)
-    assert (frame["entity_id"] - frame["row"] == 100).all()
-    assert len(project(weight, n=10**6)) == 50
+    frame = project(weight, n=10, vocab=vocab).frame
+    assert (frame["entity"] - frame["row"] == 100).all()
+    assert len(project(weight, n=10**6).frame) == 50
     with pytest.raises(NormError, match="at least 2 columns"):
         project(torch.randn(10, 1))
-    with pytest.raises(NormError, match="method must be 'pca'"):
+    with pytest.raises(NormError, match="method: must be 'pca' or 'umap'"):
         project(weight, method="tsne")
     with pytest.raises(EmptyTableError):
         project(torch.empty(0, 3))

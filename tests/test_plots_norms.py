@@ -198,8 +198,9 @@ def test_bands_from_a_real_history(tmp_path):
 
 
 def test_projection_points_colours_and_colourbar(state):
-    frame = project(state["user"], n=500, seed=1)
-    fig = plot_projection(frame)
+    projection = project(state["user"], n=500, seed=1)
+    frame = projection.frame
+    fig = plot_projection(projection)
     ax = fig.axes[0]
     points = next(c for c in ax.collections if isinstance(c, PathCollection))
     np.testing.assert_array_equal(points.get_offsets(), frame[["x", "y"]].to_numpy())
@@ -210,7 +211,7 @@ def test_projection_points_colours_and_colourbar(state):
     assert "500 rows of 3,000" in ax.get_title()
     # Redrawing on the same Axes reuses its colourbar instead of adding one each time.
     for _ in range(3):
-        plot_projection(frame, ax=ax)
+        plot_projection(projection, ax=ax)
     assert len(fig.axes) == 2
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import embviz
-from embviz.projection import ProjectorError, project, stratified_sample
+from embviz.norms.projection import ProjectorError, project, stratified_sample
 from embviz.projector import Projector
 
 SCALES = torch.tensor([6.0, 3.0, 2.0, 1.0, 0.7, 0.5, 0.3, 0.2])
@@ -223,7 +223,7 @@ def test_colour_choices_and_their_errors():
 
 
 def test_norm_colour_is_log_scaled_and_clipped_at_quantiles():
-    from embviz.projection import COLOR_CLIP, color_values
+    from embviz.norms.projection import COLOR_CLIP, color_values
 
     weight = _planted(10_000)
     weight[0] *= 10**4
@@ -300,3 +300,33 @@ def test_plot_projection_sample_draws_a_stratified_sample(tmp_path):
     )
     assert fig.axes[0].get_xlabel().startswith("PC 1 (")
     fig.savefig(tmp_path / "projection.png")
+
+
+def test_report_draws_each_logged_table_from_a_snapshot(tmp_path):
+    import torchrec
+
+    from embviz.snapshots import save_snapshot
+
+    cfg = embviz.parse_config(
+        """
+tables:
+  - {name: user, num_embeddings: 30_000, embedding_dim: 8, data_type: fp32,
+     optimizer: {sgd: {lr: 0.1}}}
+  - {name: item, num_embeddings: 500, embedding_dim: 4, data_type: fp16,
+     optimizer: {sgd: {lr: 0.1}}}
+tables_to_log: [user]
+"""
+    )
+    torch.manual_seed(0)
+    module = torchrec.EmbeddingBagCollection(tables=cfg.to_torchrec(), device=torch.device("cpu"))
+    with torch.no_grad():
+        module.embedding_bags["user"].weight.copy_(_planted(30_000))
+    path = save_snapshot(module, tmp_path / "snap")
+    report = embviz.write_report(cfg, tmp_path / "report", snapshot=path)
+    page = report.index.read_text()
+    assert "<h2>Rows of the logged tables</h2>" in page
+    assert "<h3>user</h3>" in page and "<h3>item</h3>" not in page  # only the logged table
+    expected = Projector(path, "user")
+    assert expected.description in page
+    figure = tmp_path / "report" / "projection_user.png"
+    assert figure in report.figures and figure.stat().st_size > 10_000

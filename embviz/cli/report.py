@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hbm-gib", type=float, metavar="X", help="memory per GPU, GiB")
     add_gpus_per_host_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, metavar="B")
+    parser.add_argument(
+        "--snapshot",
+        metavar="PATH",
+        help="a snapshot or checkpoint folder: each logged table's rows in 2-D (PCA)",
+    )
     add_accounting_arguments(parser, adagrad=False)
     parser.add_argument(
         "--serving-dtype",
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.config,
         compare_source=args.compare,
         serving_dtype=serving,
+        snapshot=args.snapshot,
     )
     print(report.index)
     return 0

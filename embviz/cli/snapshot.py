@@ -52,7 +52,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if _is_checkpoint_folder(path):
-        listed = checkpoints(path)
+        listed = checkpoints(path, unfinished=True)
         steps = listed[listed["finished"]][["step", "path"]]
         write_frame(steps.set_index("step"), args.format, index_label="step")
         if args.format == "table":

@@ -16,7 +16,9 @@ One job per module:
 - `embviz.norms.sources`: tables of a module, a state dict or a snapshot path (`table_names`,
   `load_table`);
 - `embviz.norms.stats`: `norm_stats`, `norm_history`, `norm_histogram`;
-- `embviz.norms.neighbours`: `nearest`; `embviz.norms.projection`: `project`;
+- `embviz.norms.streaming`: row norms of a snapshot's table read in bounded blocks;
+- `embviz.norms.neighbours`: `nearest`; `embviz.norms.projection`: `project` (PCA of every
+  row, stratified samples, UMAP; what `embviz.Projector` shows);
 - `embviz.norms.fp16`: `fp16_error`, `fp16_error_table`;
 - `embviz.norms.errors`: the errors they raise.
 
@@ -26,8 +28,10 @@ Tables come from three kinds of *source*:
   ``DistributedModelParallel``), whose ``state_dict()`` keys end in
   ``embedding_bags.<name>.weight``;
 - a state dict (a mapping of those keys to tensors, or of table names to 2-D tensors);
-- the path of a torchsnapshot (``save_dir/<step>``), read with `embviz.snapshots.read_table`,
-  one table at a time and only the tables asked for.
+- the path of a torchsnapshot (``save_dir/<step>``), read through the checked reader of
+  `embviz.snapshot_reader`, one table at a time and only the tables asked for. Statistics of its
+  row norms (`norm_stats`, `norm_history`, `norm_histogram`) stream the table in bounded blocks
+  and hold only its norms (4 bytes a row), never the table.
 """
 
 from embviz.norms.errors import EmptyTableError, NormError, RowIndexError, UnknownEntityError
@@ -35,7 +39,7 @@ from embviz.norms.fp16 import fp16_error, fp16_error_table
 from embviz.norms.kernel import row_norm_backend
 from embviz.norms.layout import local_row_ids
 from embviz.norms.neighbours import Neighbours, nearest
-from embviz.norms.projection import project
+from embviz.norms.projection import Projection, ProjectorError, project
 from embviz.norms.rownorms import MEMORY_BUDGET_BYTES, row_norms
 from embviz.norms.sampling import exact_quantiles, sample_rows
 from embviz.norms.sources import load_table, table_names
@@ -56,6 +60,8 @@ __all__ = [
     "Neighbours",
     "NormError",
     "NormHistogram",
+    "Projection",
+    "ProjectorError",
     "RowIndexError",
     "UnknownEntityError",
     "exact_quantiles",

@@ -253,17 +253,19 @@ def plot_norm_bands(
 
 
 def plot_projection(
-    projection: pd.DataFrame,
+    projection: Any,
     ax: Axes | None = None,
     cmap: str = "viridis",
     title: str | None = None,
 ) -> Figure:
-    """The 2-D projection of sampled rows, coloured by their norm, with a colourbar.
+    """A projection's rows, coloured by their norm, with a colourbar.
 
     Parameters
     ----------
-    projection : pandas.DataFrame
-        From `embviz.project` (``x``, ``y``, ``norm``; ``attrs`` with the explained variance).
+    projection : embviz.Projection or pandas.DataFrame
+        From `embviz.project` (its ``frame``: ``x``, ``y``, ``norm``; its explained variance), or
+        such a frame. Every row of the frame is drawn: for a large one use
+        `embviz.plots.projection.plot_projection_sample`, which draws a stratified sample.
     ax : Axes, optional
         Cleared first; its colourbar is made once and reused when drawing there again.
     cmap : str
@@ -271,14 +273,17 @@ def plot_projection(
     title : str, optional
         Default: the rows drawn and the variance the two axes explain.
     """
+    frame = getattr(projection, "frame", projection)
+    ratio = getattr(projection, "explained_variance", None)
+    if ratio is None:
+        ratio = frame.attrs.get("explained_variance_ratio")
+    rows = getattr(projection, "rows", None) or frame.attrs.get("rows")
     if ax is None:
         fig, (ax,) = _new_figure(1, width=5.6, height=4.6)
     else:
         ax.clear()
         fig = ax.get_figure()
-    points = ax.scatter(
-        projection["x"], projection["y"], c=projection["norm"], cmap=cmap, s=6, linewidths=0
-    )
+    points = ax.scatter(frame["x"], frame["y"], c=frame["norm"], cmap=cmap, s=6, linewidths=0)
     cax = _COLORBARS.get(ax)
     if cax is not None and cax.figure is fig:
         cax.clear()
@@ -287,10 +292,8 @@ def plot_projection(
         colorbar = fig.colorbar(points, ax=ax)
         _COLORBARS[ax] = colorbar.ax
     colorbar.set_label("row L2 norm")
-    ratio = projection.attrs.get("explained_variance_ratio")
     if title is None:
-        rows = projection.attrs.get("rows")
-        title = f"{len(projection):,} rows" + (f" of {rows:,}" if rows else "")
+        title = f"{len(frame):,} rows" + (f" of {rows:,}" if rows else "")
         if ratio:
             title += f" (PCA: {100 * ratio[0]:.1f}% + {100 * ratio[1]:.1f}% of the variance)"
     ax.set_title(title, fontsize=9)

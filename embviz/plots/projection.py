@@ -1,7 +1,8 @@
 """Projection figures: a stratified sample of a projector's rows, and the linked norm histogram.
 
 `plot_projection_sample` is the static picture (the report's PNG): a few thousand markers
-chosen from `embviz.Projector.frame` by `embviz.projection.stratified_sample`, never a million.
+chosen from `embviz.Projector.frame` by `embviz.norms.projection.stratified_sample`, never a
+million.
 `plot_norm_selection` is the histogram the projector links to its scatter.
 """
 
@@ -54,10 +55,10 @@ def plot_projection_sample(
         Cleared first; by default a new Figure (not registered with pyplot).
     points : int
         Markers drawn: the frame's rows when it has at most this many, else this many chosen by
-        `embviz.projection.stratified_sample`, by ``count`` when the frame has one and by
+        `embviz.norms.projection.stratified_sample`, by ``count`` when the frame has one and by
         ``norm`` otherwise (so rare rows and outlying norms are drawn, not only the bulk).
     color : str
-        The column coloured by, through `embviz.projection.color_values` (``norm`` on a log
+        The column coloured by, through `embviz.norms.projection.color_values` (``norm`` on a log
         scale, clipped at its 1st and 99th percentiles).
     seed : int
         Seeds the sample drawn.
@@ -68,7 +69,7 @@ def plot_projection_sample(
     """
     from matplotlib.colors import Normalize
 
-    from embviz.projection import color_values, stratified_sample
+    from embviz.norms.projection import color_values, stratified_sample
 
     frame: pd.DataFrame = getattr(projection, "frame", projection)
     table_rows = getattr(getattr(projection, "projection", projection), "rows", len(frame))

@@ -33,16 +33,17 @@ _STYLE = (
 
 def _scatter_data(projector: Projector) -> tuple[pd.DataFrame, str]:
     """What the scatter holds: coordinates, the colour column, and the hover's fields."""
-    from embviz.projection import color_values
+    from embviz.norms.projection import color_values
 
     frame = projector.frame
     values, title, _ = color_values(frame, projector.color)
     label = title.split(" (")[0]
-    data = {"x": frame["x"].to_numpy(), "y": frame["y"].to_numpy(), label: values}
+    data: dict[str, Any] = {"x": frame["x"].to_numpy(), "y": frame["y"].to_numpy(), label: values}
     data["row"] = frame["row"].to_numpy()
     if "entity" in frame.columns:
-        # Text, so a row without an id shows "<NA>" in the hover (JSON has no integer NA).
-        data["entity"] = frame["entity"].astype("string").fillna("<NA>").to_numpy()
+        # Text (Arrow strings: fast to make), so the hover can show a row without an id (JSON
+        # has no integer NA; jupyter-scatter writes "NA" for a missing string).
+        data["entity"] = frame["entity"].astype("string[pyarrow]")
     data["norm"] = frame["norm"].to_numpy()
     if projector.color not in ("norm", *data):
         data[projector.color] = frame[projector.color].to_numpy()
