@@ -365,6 +365,35 @@ def test_serving_rows_of_very_wide_tables_are_exact():
                 assert int(g) == e
 
 
+def test_the_largest_table_is_planned_and_reported_without_hanging(tmp_path, run_cli):
+    pytest.importorskip("torchrec")
+    from embviz.errors import ArgumentError
+    from embviz.placement import MAX_GPUS, MAX_SEARCH_GPUS, PlanError, plan
+
+    rows = _largest_rows(4096)
+    cfg = LargeEmbeddingsConfig(tables=[table(rows, 4096)])
+    # Bytes alone need 126 million 80 GiB GPUs: no planner run on such a topology is tried.
+    with pytest.raises(PlanError) as info:
+        plan(cfg, 8, 80, progress=False)
+    assert info.value.min_gpus is None and info.value.reason == "insufficient_storage"
+    assert (
+        f"by bytes alone it needs at least 126,322,568 GPUs of 80 GiB, more than the "
+        f"{MAX_SEARCH_GPUS:,}" in str(info.value)
+    )
+    with pytest.raises(ArgumentError, match=f"gpus: must be at most {MAX_GPUS:,}"):
+        plan(cfg, MAX_GPUS + 1, 80, progress=False)
+    path = tmp_path / "largest.yaml"
+    path.write_text("tables:\n" + table_yaml("largest", rows, 4096))
+    one_line_error(
+        run_cli("plan", path, "--gpus", "8", "--hbm-gib", "80"), "126,322,568 GPUs of 80 GiB"
+    )
+    result = run_cli("report", path, "--out", tmp_path / "out", "--gpus", "8", "--hbm-gib", "80")
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert f"{12 * rows * 4096:,}" in page  # fused Adam: exact, never wrapped
+    assert "126,322,568 GPUs" in page
+
+
 # --------------------------------------------------------------------------- names
 
 
