@@ -245,6 +245,22 @@ def test_libyaml_gives_the_same_errors_at_the_same_lines(name):
     assert found[0][0].startswith("line ")
 
 
+BAD_CORPUS = sorted((Path(__file__).parent / "data" / "bad").glob("*.yaml"))
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+@pytest.mark.parametrize("path", BAD_CORPUS, ids=[p.stem for p in BAD_CORPUS])
+def test_the_bad_corpus_reads_the_same_with_either_loader(path, monkeypatch):
+    key = "model.embeddings" if path.stem == "bad_key" else None
+    found = []
+    for loader in (yamlload.PyLoader, yamlload.CLoader):
+        monkeypatch.setattr(yamlload, "LOADER", loader)
+        with pytest.raises(ConfigError) as info:
+            load_config(path, key=key)
+        found.append(info.value.problems)
+    assert found[0] == found[1]
+
+
 def test_libyaml_is_the_loader_where_installed():
     assert yamlload.LOADER is (yamlload.CLoader if yaml.__with_libyaml__ else yamlload.PyLoader)
 
