@@ -57,7 +57,9 @@ from .memory import totals as totals
 from .memory import with_dtype as with_dtype
 from .memory import with_totals as with_totals
 from .norms import EmptyTableError as EmptyTableError
+from .norms import Neighbours as Neighbours
 from .norms import NormError as NormError
+from .norms import NormHistogram as NormHistogram
 from .norms import Projection as Projection
 from .norms import ProjectorError as ProjectorError
 from .norms import RowIndexError as RowIndexError

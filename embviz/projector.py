@@ -269,7 +269,7 @@ class Projector:
         """`embviz.nearest` of a table row (cosine), with ``entity`` labels where known."""
         from embviz.norms import nearest
 
-        found = nearest(self._weight, int(row), k=self.k if k is None else k)
+        found = nearest(self._weight, int(row), k=self.k if k is None else k).frame
         if self._vocab is not None:
             from embviz.norms.labels import entity_labels
 

@@ -362,25 +362,29 @@ def save_snapshot(
     return folder
 
 
-def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
+def checkpoints(save_dir: str | os.PathLike[str], *, unfinished: bool = False) -> pd.DataFrame:
     """The finished checkpoints of a training run, in step order.
 
     the-algorithm-ml writes checkpoint ``N`` to ``save_dir/N/`` and treats it as written only once
     ``save_dir/N/.snapshot_metadata`` exists (its ``get_checkpoints``), because torchsnapshot
     writes that file last, after every rank has written its data. Folders without it are being
-    written or were cut short, and are skipped here too; so are entries whose name is not a
-    number (e.g. a ``vocab`` folder beside the checkpoints).
+    written or were cut short: they are left out, or with ``unfinished=True`` listed with
+    ``finished`` False. Entries whose name is not a number (e.g. a ``vocab`` folder beside the
+    checkpoints) are never listed.
 
     Parameters
     ----------
     save_dir : str or path-like
         The run's ``save_dir``.
+    unfinished : bool
+        Also list the step folders without ``.snapshot_metadata``.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``step`` (int) and ``path`` (str), sorted by step. ``frame.attrs["unfinished"]``
-        lists the step folders that were skipped.
+        Columns ``step`` (int), ``path`` (str) and ``finished`` (bool), sorted by step: the
+        finished checkpoints (``finished`` all True), or with ``unfinished=True`` every step
+        folder.
 
     Raises
     ------
@@ -399,28 +403,26 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
             f"{folder}: a single snapshot, not a checkpoint folder (expected save_dir/<step>/); "
             "use snapshot_tables on it"
         )
-    finished: list[tuple[int, str]] = []
-    unfinished: list[int] = []
-    for child in sorted(folder.iterdir()):
+    found: list[tuple[int, str, bool]] = []
+    for child in folder.iterdir():
         if child.is_dir() and child.name.isdigit():
-            if (child / METADATA_FILE).is_file():
-                finished.append((int(child.name), str(child)))
-            else:
-                unfinished.append(int(child.name))
-    if not finished:
-        extra = f" ({len(unfinished)} unfinished step folders)" if unfinished else ""
+            found.append((int(child.name), str(child), (child / METADATA_FILE).is_file()))
+    found.sort()
+    if not any(done for _, _, done in found):
+        extra = f" ({len(found)} unfinished step folders)" if found else ""
         raise SnapshotError(
             f"{folder}: no finished checkpoints (expected <step>/ folders holding a "
             f"{METADATA_FILE}){extra}"
         )
-    finished.sort()
+    if not unfinished:
+        found = [entry for entry in found if entry[2]]
     frame = pd.DataFrame(
         {
-            "step": pd.Series([s for s, _ in finished], dtype="int64"),
-            "path": [p for _, p in finished],
+            "step": pd.Series([s for s, _, _ in found], dtype="int64"),
+            "path": [p for _, p, _ in found],
+            "finished": pd.Series([done for _, _, done in found], dtype=bool),
         }
     )
-    frame.attrs["unfinished"] = sorted(unfinished)
     return frame
 
 

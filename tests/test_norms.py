@@ -733,9 +733,10 @@ def test_norm_stats_single_row_and_constant_tables():
 def test_norm_histogram_counts_add_up():
     ebc = _collection()
     hist = norm_histogram(ebc, bins=20, progress=False)
-    assert list(hist.columns) == ["table", "left", "right", "count"]
+    assert isinstance(hist, embviz.NormHistogram)
+    assert list(hist.frame.columns) == ["table", "left", "right", "count"]
     for name in ["user", "tweet", "topic"]:
-        part = hist[hist.table == name]
+        part = hist.frame[hist.frame.table == name]
         weight = ebc.embedding_bags[name].weight.detach()
         norms = row_norms(weight).double()
         counts, edges = torch.histogram(
@@ -744,24 +745,27 @@ def test_norm_histogram_counts_add_up():
         assert part["count"].tolist() == counts.long().tolist()
         assert part["left"].tolist() == edges[:-1].tolist()
         assert int(part["count"].sum()) == weight.shape[0]
-    assert hist.attrs == {"scale": "linear", "zero_rows": {"user": 0, "tweet": 0, "topic": 0}}
+    assert hist.scale == "linear"
+    assert hist.zero_rows == {"user": 0, "tweet": 0, "topic": 0}
+    assert hist.frame.attrs == {}  # nothing a caller needs travels in attrs
     # Log-spaced bins: equal widths in log10(norm), every positive norm counted.
     weight = _table(5_000, 8, torch.float32)
     logged = norm_histogram({"w": weight}, bins=12, scale="log", progress=False)
     norms = row_norms(weight).double()
     zeros = int((norms == 0).sum())
-    assert logged.attrs["zero_rows"] == {"w": zeros} and zeros > 0
-    assert int(logged["count"].sum()) + zeros == 5_000
-    ratios = (logged["right"] / logged["left"]).to_numpy()
+    assert logged.scale == "log"
+    assert logged.zero_rows == {"w": zeros} and zeros > 0
+    assert int(logged.frame["count"].sum()) + zeros == 5_000
+    ratios = (logged.frame["right"] / logged.frame["left"]).to_numpy()
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)
-    assert logged["left"].iloc[0] == float(norms[norms > 0].min())
-    assert logged["right"].iloc[-1] == float(norms.max())
+    assert logged.frame["left"].iloc[0] == float(norms[norms > 0].min())
+    assert logged.frame["right"].iloc[-1] == float(norms.max())
     with pytest.raises(NormError, match="every norm is 0"):
         norm_histogram({"z": torch.zeros(3, 2)}, scale="log", progress=False)
     with pytest.raises(NormError, match="scale must be"):
         norm_histogram({"z": torch.ones(3, 2)}, scale="sqrt", progress=False)
     constant = norm_histogram({"c": torch.ones(5, 4)}, bins=3, progress=False)
-    assert constant["count"].tolist() == [0, 5, 0]
+    assert constant.frame["count"].tolist() == [0, 5, 0]
     with pytest.raises(NormError, match="bins"):
         norm_histogram(ebc, bins=0, progress=False)
 
@@ -786,7 +790,10 @@ def _brute_nearest(weight, row, k, metric):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_nearest_matches_a_brute_force_scan(metric, dtype):
     weight = torch.randn(3_000, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
-    result = nearest(weight, 42, k=7, metric=metric)
+    found = nearest(weight, 42, k=7, metric=metric)
+    assert (found.query_row, found.metric, found.query_entity_id) == (42, metric, None)
+    assert found.frame.attrs == {}
+    result = found.frame
     rows, scores = _brute_nearest(weight, 42, 7, metric)
     assert result["rank"].tolist() == list(range(1, 8))
     assert result["row"].tolist() == rows.tolist()
@@ -794,18 +801,20 @@ def test_nearest_matches_a_brute_force_scan(metric, dtype):
     np.testing.assert_allclose(
         result["norm"], torch.linalg.vector_norm(weight[rows].double(), dim=1), rtol=2**-23
     )
-    assert result.attrs == {"query_row": 42, "metric": metric}
+    assert f"7 nearest to row 42 by {metric}" in found._repr_html_()
 
 
 def test_nearest_with_a_vocabulary_and_an_embedding_module():
     module = torch.nn.EmbeddingBag(500, 8)
     vocab = pd.Series(np.arange(500)[::-1], index=10**15 + np.arange(500), name="row")
-    result = nearest(module, 10**15 + 3, k=4, vocab=vocab)  # entity 10**15+3 is row 496
+    found = nearest(module, 10**15 + 3, k=4, vocab=vocab)  # entity 10**15+3 is row 496
+    result = found.frame
     rows, _ = _brute_nearest(module.weight.detach(), 496, 4, "cosine")
     assert result["row"].tolist() == rows.tolist()
     assert result["entity_id"].tolist() == [10**15 + 499 - r for r in rows.tolist()]
-    assert result.attrs["query_entity_id"] == 10**15 + 3
-    assert result.attrs["query_row"] == 496
+    assert found.query_entity_id == 10**15 + 3
+    assert found.query_row == 496
+    assert found.query == f"entity {10**15 + 3} (row 496)"
 
 
 def test_nearest_errors():

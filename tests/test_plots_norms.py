@@ -61,7 +61,7 @@ def test_histogram_bars_equal_counts_and_quantile_lines_equal_stats(state):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 2
     for ax, name in zip(axes, ["user", "tweet"], strict=True):
-        part = hist[hist.table == name]
+        part = hist.frame[hist.frame.table == name]
         bars = _bars(ax)
         assert [b.get_height() for b in bars] == part["count"].tolist()
         np.testing.assert_allclose([b.get_x() for b in bars], part["left"])
@@ -80,11 +80,11 @@ def test_log_scale_histogram_and_zero_rows(state):
     state = {"user": state["user"].clone()}
     state["user"][:10] = 0
     hist = norm_histogram(state, bins=30, scale="log", progress=False)
-    assert hist.attrs == {"scale": "log", "zero_rows": {"user": 10}}
+    assert hist.scale == "log" and hist.zero_rows == {"user": 10}
     fig = plot_norm_histograms(hist)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
-    assert [b.get_height() for b in _bars(ax)] == hist["count"].tolist()
+    assert [b.get_height() for b in _bars(ax)] == hist.frame["count"].tolist()
     assert any("10 rows of norm 0 not shown" in t.get_text() for t in ax.texts)
 
 

@@ -270,7 +270,7 @@ def test_widget_selection_hover_and_neighbours_follow_the_scatter():
     assert sum(p.get_height() for p in selected_bars.patches) == 3
     # A click selects one point: its neighbours appear, labelled by entity.
     scatter.selection = np.array([42], dtype="uint32")
-    expected = embviz.nearest(weight, 42, k=5)
+    expected = embviz.nearest(weight, 42, k=5).frame
     shown = view.neighbours
     assert shown["row"].tolist() == expected["row"].tolist()
     assert shown["entity"].tolist() == (expected["row"] + 10**9).tolist()

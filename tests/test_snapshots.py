@@ -184,18 +184,23 @@ def make_run(save_dir, ebc, steps, unfinished=()):
         (path / METADATA_FILE).unlink()
 
 
-def test_checkpoints_in_step_order_skipping_unfinished(tmp_path, ebc):
+def test_checkpoints_in_step_order_marking_unfinished(tmp_path, ebc):
     run = tmp_path / "run"
     make_run(run, ebc, [0, 5, 10, 100], unfinished=[150])
     (run / "vocab").mkdir()
     (run / "config.yaml").write_text("tables: []")
     frame = embviz.checkpoints(run)
-    assert list(frame.columns) == ["step", "path"]
-    assert frame["step"].tolist() == [0, 5, 10, 100]  # numeric, not "10" < "5"
-    assert frame["step"].dtype == "int64"
+    assert list(frame.columns) == ["step", "path", "finished"]
+    assert frame["step"].tolist() == [0, 5, 10, 100] and frame["finished"].all()
+    listed = embviz.checkpoints(run, unfinished=True)
+    assert list(listed.columns) == ["step", "path", "finished"]
+    assert listed["step"].tolist() == [0, 5, 10, 100, 150]  # numeric, not "10" < "5"
+    assert listed["step"].dtype == "int64" and listed["finished"].dtype == bool
+    assert listed["finished"].tolist() == [True, True, True, True, False]
+    assert listed.attrs == {} and frame.attrs == {}
+    assert listed[listed["finished"]].equals(frame)
     assert frame["path"].tolist() == [str(run / s) for s in ("0", "5", "10", "100")]
-    assert frame.attrs["unfinished"] == [150]
-    # Each listed checkpoint is a readable snapshot.
+    # Each finished checkpoint is a readable snapshot.
     assert isinstance(embviz.snapshot_tables(frame["path"].iloc[-1]), pd.DataFrame)
 
 

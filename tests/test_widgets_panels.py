@@ -216,7 +216,8 @@ def test_opens_a_checkpoint_folder_at_its_last_step(panel, run):
 
 def test_histogram_is_the_functions(panel, run):
     hist = norm_histogram(snapshot(run, 40), tables=["user"], progress=False)
-    pd.testing.assert_frame_equal(panel.data["histogram"], hist)
+    pd.testing.assert_frame_equal(panel.data["histogram"].frame, hist.frame)
+    assert panel.data["histogram"].zero_rows == hist.zero_rows == {"user": 0}
     direct = Figure(figsize=(6.4, 3.8))
     plot_norm_histograms(hist, panel.data["stats"], axes=direct.add_subplot(), tables=["user"])
     assert drawn(panel.figures["histogram"]) == drawn(direct)
@@ -246,7 +247,8 @@ def test_step_slider_moves_every_view(panel, run):
     pd.testing.assert_frame_equal(panel.data["stats"], expected)
     assert expected.loc["user", "unchanged_share"] == 1.0
     pd.testing.assert_frame_equal(
-        panel.data["histogram"], norm_histogram(snapshot(run, 0), tables=["user"], progress=False)
+        panel.data["histogram"].frame,
+        norm_histogram(snapshot(run, 0), tables=["user"], progress=False).frame,
     )
 
 
@@ -272,10 +274,11 @@ def test_neighbours_of_an_entity_id(panel, run):
     weight = read_table(snapshot(run, 40), "user")
     vocab = load_vocab(run.config.table("user").vocab)
     expected = nearest(weight, entity, k=5, metric="l2", vocab=vocab)
-    pd.testing.assert_frame_equal(panel.data["neighbours"], expected)
+    assert expected.query_entity_id == entity and expected.metric == "l2"
+    pd.testing.assert_frame_equal(panel.data["neighbours"], expected.frame)
     shown = panel.outputs["neighbours"].value
-    assert f"5 nearest to entity {entity}" in shown
-    assert all(str(int(e)) in shown for e in expected["entity_id"])
+    assert f"5 nearest to entity {entity} (row {expected.query_row}) by l2" in shown
+    assert all(str(int(e)) in shown for e in expected.frame["entity_id"])
 
 
 def test_unknown_entity_and_bad_query_are_messages(panel, run):

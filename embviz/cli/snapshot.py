@@ -52,10 +52,11 @@ def run_ls(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if _is_checkpoint_folder(path):
-        steps = checkpoints(path)
+        listed = checkpoints(path, unfinished=True)
+        steps = listed[listed["finished"]][["step", "path"]]
         write_frame(steps.set_index("step"), args.format, index_label="step")
         if args.format == "table":
-            unfinished = steps.attrs.get("unfinished", [])
+            unfinished = listed.loc[~listed["finished"], "step"].tolist()
             if unfinished:
                 print(f"unfinished (skipped): {', '.join(map(str, unfinished))}")
             last = steps["path"].iloc[-1]

@@ -38,19 +38,28 @@ from embviz.norms.errors import EmptyTableError, NormError, RowIndexError, Unkno
 from embviz.norms.fp16 import fp16_error, fp16_error_table
 from embviz.norms.kernel import row_norm_backend
 from embviz.norms.layout import local_row_ids
-from embviz.norms.neighbours import nearest
+from embviz.norms.neighbours import Neighbours, nearest
 from embviz.norms.projection import Projection, ProjectorError, project
 from embviz.norms.rownorms import MEMORY_BUDGET_BYTES, row_norms
 from embviz.norms.sampling import exact_quantiles, sample_rows
 from embviz.norms.sources import load_table, table_names
-from embviz.norms.stats import QUANTILES, STAT_COLUMNS, norm_histogram, norm_history, norm_stats
+from embviz.norms.stats import (
+    QUANTILES,
+    STAT_COLUMNS,
+    NormHistogram,
+    norm_histogram,
+    norm_history,
+    norm_stats,
+)
 
 __all__ = [
     "MEMORY_BUDGET_BYTES",
     "QUANTILES",
     "STAT_COLUMNS",
     "EmptyTableError",
+    "Neighbours",
     "NormError",
+    "NormHistogram",
     "Projection",
     "ProjectorError",
     "RowIndexError",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -16,7 +18,41 @@ from embviz.norms.rownorms import MEMORY_BUDGET_BYTES, row_norms
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["nearest"]
+__all__ = ["Neighbours", "nearest"]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The rows closest to one row (`nearest`): the table of neighbours and what was asked.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        ``rank`` (1..k), ``row``, [``entity_id``], ``score`` (similarity or distance), ``norm``.
+    query_row : int
+        The row the neighbours are close to.
+    metric : {"cosine", "l2"}
+        How closeness was measured.
+    query_entity_id : optional
+        The entity id that was asked for (with a vocabulary), else None.
+    """
+
+    frame: pd.DataFrame
+    query_row: int
+    metric: Literal["cosine", "l2"]
+    query_entity_id: Any = None
+
+    @property
+    def query(self) -> str:
+        """``"row 42"``, or ``"entity 1003 (row 42)"`` with a vocabulary."""
+        if self.query_entity_id is None:
+            return f"row {self.query_row}"
+        return f"entity {self.query_entity_id} (row {self.query_row})"
+
+    def _repr_html_(self) -> str:
+        title = html.escape(f"{len(self.frame)} nearest to {self.query} by {self.metric}")
+        table = self.frame.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        return f"<b>{title}</b>{table}"
 
 
 def nearest(
@@ -25,7 +61,7 @@ def nearest(
     k: int = 10,
     metric: Literal["cosine", "l2"] = "cosine",
     vocab: Any = None,
-) -> pd.DataFrame:
+) -> Neighbours:
     """The ``k`` rows closest to one row of a table, exactly (a chunked scan of every row).
 
     Parameters
@@ -45,9 +81,10 @@ def nearest(
 
     Returns
     -------
-    pandas.DataFrame
-        ``rank`` (1..k), ``row``, [``entity_id``], ``score`` (similarity or distance), ``norm``;
-        ``attrs`` hold ``query_row``, ``metric`` and, with a vocabulary, ``query_entity_id``.
+    Neighbours
+        ``frame``: ``rank`` (1..k), ``row``, [``entity_id``], ``score`` (similarity or
+        distance), ``norm`` (`row_norms`); ``query_row``, ``metric`` and, with a vocabulary,
+        ``query_entity_id``.
 
     Raises
     ------
@@ -125,8 +162,4 @@ def nearest(
         data["entity_id"] = entity_labels(series, result_rows)
     data["score"] = best_scores.cpu().numpy()
     data["norm"] = result_norms
-    frame = pd.DataFrame(data)
-    frame.attrs.update({"query_row": row, "metric": metric})
-    if query_entity is not None:
-        frame.attrs["query_entity_id"] = query_entity
-    return frame
+    return Neighbours(pd.DataFrame(data), row, metric, query_entity)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -27,7 +28,14 @@ if TYPE_CHECKING:
 
     from embviz.config import LargeEmbeddingsConfig
 
-__all__ = ["QUANTILES", "STAT_COLUMNS", "norm_histogram", "norm_history", "norm_stats"]
+__all__ = [
+    "QUANTILES",
+    "STAT_COLUMNS",
+    "NormHistogram",
+    "norm_histogram",
+    "norm_history",
+    "norm_stats",
+]
 
 #: Quantiles reported by `norm_stats`, by column name.
 QUANTILES: dict[str, float] = {"p1": 0.01, "p5": 0.05, "p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -271,6 +279,8 @@ def norm_history(
     from embviz.snapshots import SnapshotError, checkpoints, read_table, snapshot_tables
 
     frame = checkpoints(save_dir)
+    # The run's first finished checkpoint, whatever ``steps`` keeps (initial="first").
+    run_start = str(frame["path"].iloc[0])
     if steps is not None:
         wanted = [int(s) for s in steps]
         missing = sorted(set(wanted) - set(frame["step"]))
@@ -290,7 +300,7 @@ def norm_history(
     init_tables: dict[str, Any] = {}
     init_path: str | None = None  # a snapshot of initial values, streamed beside each step
     if isinstance(initial, str) and initial == "first":
-        init_path = str(checkpoints(save_dir)["path"].iloc[0])
+        init_path = run_start
     elif isinstance(initial, str | os.PathLike):
         init = open_source(initial)
         missing = [t for t in chosen if t not in init.names]
@@ -335,6 +345,30 @@ def norm_history(
     return pd.DataFrame.from_records(records, columns=["step", "table", *STAT_COLUMNS])
 
 
+@dataclass(frozen=True)
+class NormHistogram:
+    """Histograms of row norms (`norm_histogram`), with what the bins leave out.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        Columns ``table``, ``left``, ``right``, ``count`` (int64), ``bins`` rows per table.
+    scale : {"linear", "log"}
+        How the bins are spaced.
+    zero_rows : dict of str to int
+        Table -> rows of norm 0, which a log-scale axis cannot show (left out of ``frame``'s
+        counts); 0 for every table with ``"linear"`` bins. Counts plus zero rows add up to the
+        table's ``sampled`` rows in `norm_stats`.
+    """
+
+    frame: pd.DataFrame
+    scale: Literal["linear", "log"]
+    zero_rows: dict[str, int]
+
+    def _repr_html_(self) -> str:
+        return self.frame._repr_html_()  # type: ignore[operator]
+
+
 def norm_histogram(
     source: Any,
     tables: str | Iterable[str] | None = None,
@@ -345,7 +379,7 @@ def norm_histogram(
     scale: Literal["linear", "log"] = "linear",
     config: LargeEmbeddingsConfig | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
+) -> NormHistogram:
     """Histogram of each table's row norms, from the smallest to the largest norm.
 
     Parameters
@@ -357,16 +391,16 @@ def norm_histogram(
     scale : {"linear", "log"}
         ``"linear"``: equal-width bins. ``"log"``: bins of equal width in ``log10(norm)``, for
         norms spread over orders of magnitude (a few trained rows far from the rest); rows of
-        norm 0 have no place on that axis and are counted in ``attrs["zero_rows"]`` instead.
+        norm 0 have no place on that axis and are counted in ``zero_rows`` instead.
 
     Returns
     -------
-    pandas.DataFrame
-        Columns ``table``, ``left``, ``right``, ``count`` (int64), ``bins`` rows per table.
-        Bins follow numpy's rule (``torch.histogram``): half-open ``[left, right)`` except the
-        last, which includes ``right``; norms all equal get bins over ``[value - 0.5, value +
-        0.5]`` (linear) or ``[value / 2, value * 2]`` (log). ``attrs``: ``scale`` and
-        ``zero_rows`` (table -> rows of norm 0 left out; all 0 for ``"linear"``). Counts plus
+    NormHistogram
+        ``frame``: columns ``table``, ``left``, ``right``, ``count`` (int64), ``bins`` rows per
+        table. Bins follow numpy's rule (``torch.histogram``): half-open ``[left, right)``
+        except the last, which includes ``right``; norms all equal get bins over ``[value -
+        0.5, value + 0.5]`` (linear) or ``[value / 2, value * 2]`` (log). ``scale``, and
+        ``zero_rows`` (table -> rows of norm 0 left out; all 0 for ``"linear"``): counts plus
         zero rows add up to the table's ``sampled`` rows in `norm_stats`.
     """
     import pandas as pd
@@ -419,6 +453,4 @@ def norm_histogram(
                 }
             )
         )
-    frame = pd.concat(parts, ignore_index=True)
-    frame.attrs.update({"scale": scale, "zero_rows": zero_rows})
-    return frame
+    return NormHistogram(pd.concat(parts, ignore_index=True), scale, zero_rows)

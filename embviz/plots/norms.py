@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from embviz.norms import NormHistogram
+
 __all__ = [
     "plot_fp16_tradeoff",
     "plot_norm_bands",
@@ -93,7 +95,7 @@ def _tables(frame: pd.DataFrame, tables: Sequence[str] | str | None) -> list[str
 
 
 def plot_norm_histograms(
-    hist: pd.DataFrame,
+    hist: NormHistogram,
     stats: pd.DataFrame | None = None,
     axes: Axes | Sequence[Axes] | None = None,
     tables: Sequence[str] | str | None = None,
@@ -102,25 +104,27 @@ def plot_norm_histograms(
 
     Parameters
     ----------
-    hist : pandas.DataFrame
-        From `embviz.norm_histogram` (``table``, ``left``, ``right``, ``count``).
+    hist : NormHistogram
+        From `embviz.norm_histogram`: its ``frame`` (``table``, ``left``, ``right``,
+        ``count``) is drawn, on a log x axis for ``scale="log"``, with its ``zero_rows`` noted.
     stats : pandas.DataFrame, optional
         From `embviz.norm_stats` on the same source: its ``p1``, ``p5``, ``p50``, ``p95``,
         ``p99`` are drawn as vertical lines (and the mean, dash-dotted).
     axes : Axes or sequence of Axes, optional
         One per table, cleared first; by default a new grid (3 per row).
     tables : str or list of str, optional
-        Tables to draw (default: all in ``hist``, in its order).
+        Tables to draw (default: all in ``hist.frame``, in its order).
 
     Returns
     -------
     matplotlib.figure.Figure
         Bar heights equal the counts and bar edges the bin edges; empty bins draw no bar.
     """
-    chosen = _tables(hist, tables)
+    frame = hist.frame
+    chosen = _tables(frame, tables)
     fig, panels = _panels(axes, len(chosen))
     for ax, name in zip(panels, chosen, strict=True):
-        part = hist[hist["table"] == name]
+        part = frame[frame["table"] == name]
         left = part["left"].to_numpy(dtype=float)
         width = part["right"].to_numpy(dtype=float) - left
         ax.bar(
@@ -134,10 +138,10 @@ def plot_norm_histograms(
             label="rows",
         )
         ax.set_yscale("log", nonpositive="clip")
-        log_bins = hist.attrs.get("scale") == "log"
+        log_bins = hist.scale == "log"
         if log_bins:
             ax.set_xscale("log")
-        zeros = int(hist.attrs.get("zero_rows", {}).get(name, 0))
+        zeros = int(hist.zero_rows.get(name, 0))
         if stats is not None and name in stats.index:
             row = stats.loc[name]
             for column, (colour, style) in _QUANTILE_STYLE.items():

@@ -381,7 +381,7 @@ class NormsPanel(widgets.VBox):
             )
             return None
         try:
-            frame = nearest(
+            found = nearest(
                 self._table_weight(),
                 query,
                 k=self._k.value,
@@ -391,17 +391,9 @@ class NormsPanel(widgets.VBox):
         except EmbvizError as exc:  # unknown entity, row out of range, k too large
             self._neighbours_html.value = message_html(str(exc), ERROR_COLOR, "embviz-norms-error")
             return None
-        self._data["neighbours"] = frame
-        what = (
-            f"entity {frame.attrs['query_entity_id']} (row {frame.attrs['query_row']})"
-            if "query_entity_id" in frame.attrs
-            else f"row {frame.attrs['query_row']}"
-        )
-        self._neighbours_html.value = (
-            f"<b>{len(frame)} nearest to {what} by {frame.attrs['metric']}</b>"
-            + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}")
-        )
-        return frame
+        self._data["neighbours"] = found.frame
+        self._neighbours_html.value = found._repr_html_()
+        return found.frame
 
     # ------------------------------------------------------------------ internals
 
