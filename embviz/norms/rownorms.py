@@ -122,10 +122,28 @@ def _run_workers(n: int, workers: int, task_rows: int, make_job: Any) -> None:
             for start in range(0, n, task_rows):
                 job(start, min(start + task_rows, n))
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embviz-norms") as pool:
-        futures = [pool.submit(run) for _ in range(workers)]
-        for future in futures:
-            future.result()
+    pool = _pool(workers)
+    futures = [pool.submit(run) for _ in range(workers)]
+    for future in futures:
+        future.result()
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One lasting pool of worker threads per worker count.
+
+    A table streamed in many blocks (`embviz.norms.streaming`) then starts no threads per block.
+    """
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="embviz-norms"
+            )
+        return pool
 
 
 def _piece_norms(
