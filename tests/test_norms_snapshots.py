@@ -285,5 +285,5 @@ def test_sampled_history_describes_the_same_rows_at_every_step(demo):
 
     rows = sample_rows(demo.config.table("user").num_embeddings, 5_000, seed=3)
     weight = embviz.read_table(demo.save_dir / "80", "user")
-    norms = torch.linalg.vector_norm(weight[rows], dim=1)
+    norms = row_norms(weight, rows)
     assert history[history.step == 80]["mean"].item() == float(norms.mean())

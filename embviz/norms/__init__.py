@@ -17,7 +17,8 @@ One job per module:
   `load_table`);
 - `embviz.norms.stats`: `norm_stats`, `norm_history`, `norm_histogram`;
 - `embviz.norms.streaming`: row norms of a snapshot's table read in bounded blocks;
-- `embviz.norms.neighbours`: `nearest`; `embviz.norms.projection`: `project`;
+- `embviz.norms.neighbours`: `nearest`; `embviz.norms.projection`: `project` (PCA of every
+  row, stratified samples, UMAP; what `embviz.Projector` shows);
 - `embviz.norms.fp16`: `fp16_error`, `fp16_error_table`;
 - `embviz.norms.errors`: the errors they raise.
 
@@ -38,7 +39,7 @@ from embviz.norms.fp16 import fp16_error, fp16_error_table
 from embviz.norms.kernel import row_norm_backend
 from embviz.norms.layout import local_row_ids
 from embviz.norms.neighbours import nearest
-from embviz.norms.projection import project
+from embviz.norms.projection import Projection, ProjectorError, project
 from embviz.norms.rownorms import MEMORY_BUDGET_BYTES, row_norms
 from embviz.norms.sampling import exact_quantiles, sample_rows
 from embviz.norms.sources import load_table, table_names
@@ -50,6 +51,8 @@ __all__ = [
     "STAT_COLUMNS",
     "EmptyTableError",
     "NormError",
+    "Projection",
+    "ProjectorError",
     "RowIndexError",
     "UnknownEntityError",
     "exact_quantiles",

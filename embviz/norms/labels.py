@@ -46,11 +46,22 @@ def as_vocab(vocab: Any, rows: int) -> pd.Series | None:
 
 
 def entity_labels(vocab: pd.Series | None, rows: np.ndarray) -> Any:
-    """The first entity id (in vocabulary order) mapped to each row, <NA> where none is."""
+    """The first entity id (in vocabulary order) mapped to each row, <NA> where none is.
+
+    Nullable Int64. One pass over the vocabulary into row-indexed arrays (no hashing), so a
+    million rows take milliseconds.
+    """
     import pandas as pd
 
     if vocab is None:
         return None
-    ids = pd.Series(vocab.index.to_numpy(), index=vocab.to_numpy())
-    first = ids[~ids.index.duplicated(keep="first")]
-    return pd.array(first.reindex(rows).to_numpy(), dtype="Int64")
+    table_rows = np.asarray(vocab.to_numpy(), dtype=np.int64)
+    ids = np.asarray(vocab.index.to_numpy(), dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    size = int(max(table_rows.max(initial=-1), rows.max(initial=-1))) + 1
+    first = np.zeros(size, dtype=np.int64)
+    has = np.zeros(size, dtype=bool)
+    # Written last to first, so the first id of a row is the one that stays.
+    first[table_rows[::-1]] = ids[::-1]
+    has[table_rows] = True
+    return pd.arrays.IntegerArray(first[rows], ~has[rows])
