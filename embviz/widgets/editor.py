@@ -189,7 +189,7 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
             self._figures.tabs,
             self._exceptions,
         ]
-        self._refresh_all(force=True)
+        self._refresh_all()
         self.observe(self._guard(self._on_config_set), names="config")
 
     # ------------------------------------------------------------------ building
@@ -479,7 +479,6 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
         return True
 
     def _set_config(self, cfg: LargeEmbeddingsConfig) -> None:
-        self._frame = self._model.memory
         if cfg is self.config:
             return
         self._internal = True
@@ -723,7 +722,7 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
     def _on_config_set(self, change: dict[str, Any]) -> None:
         if not self._internal:  # someone assigned editor.config: show that config
             self._model.load(change["new"])
-            self._refresh_all(force=True)
+            self._refresh_all()
             self.set_trait("config_version", self.config_version + 1)
 
     def _on_unexpected(self, exc: BaseException) -> None:
