@@ -78,7 +78,10 @@ def plot_spectrum(
         color = cmap(i / max(1, len(steps) - 1)) if step is not None else _ERANK
         label = "table" if step is None else f"step {step}"
         ax.plot(line["k"], shown, marker="o", markersize=3, color=color, label=label)
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("singular value index k (largest first)")
     ax.set_ylabel("singular value / largest")
     ax.set_title(f"{name}: singular-value spectrum", fontsize=10)
