@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_gpus_per_host_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, metavar="B")
     add_accounting_arguments(parser, adagrad=False)
+    parser.add_argument(
+        "--snapshot",
+        metavar="PATH",
+        help="a torchsnapshot or checkpoint folder of these tables: adds their health "
+        "(effective rank, spectra)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         title=f"embviz report: {Path(args.config).name}",
         source=args.config,
         compare_source=args.compare,
+        snapshot=args.snapshot,
     )
     print(report.index)
     return 0
