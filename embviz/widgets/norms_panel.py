@@ -1,9 +1,9 @@
 """`NormsPanel`: row norms of the logged tables, over training steps, with a look at the rows.
 
 Wiring only: statistics from `embviz.norms` (`norm_stats`, `norm_histogram`, `norm_history`,
-`project`, `nearest`, `fp16_error_table`), health from `embviz.tablehealth` (`health`,
-`health_history`, `spectrum`), tables from `embviz.snapshots`, vocabularies from `embviz.vocab`,
-drawings from `embviz.plots.norms` and `embviz.plots.health`.
+`nearest`, `fp16_error_table`), health from `embviz.tablehealth` (`health`, `health_history`,
+`spectrum`), tables from `embviz.snapshots`, vocabularies from `embviz.vocab`, drawings from
+`embviz.plots.norms` and `embviz.plots.health`; the projection tab is an `embviz.Projector`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ __all__ = ["NormsPanel"]
 
 HISTOGRAM_FIGSIZE = (6.4, 3.8)
 BANDS_FIGSIZE = (6.4, 3.8)
-PROJECTION_FIGSIZE = (6.0, 4.8)
 FP16_FIGSIZE = (8.0, 2.6)
 HEALTH_FIGSIZE = (4.6, 3.4)
 _TABS = ("histogram", "bands", "projection", "neighbours", "fp16", "health")
@@ -144,7 +143,8 @@ class NormsPanel(widgets.VBox):
     bins : int
         Histogram bins.
     projection_rows : int
-        Rows sampled for the 2-D projection.
+        The projection tab's ``max_points`` (`embviz.Projector`): every row of a table up to
+        this many, a stratified sample beyond.
     interactive_figures : bool, optional
         ipympl canvases (default when installed) or static PNG images.
 
@@ -163,7 +163,7 @@ class NormsPanel(widgets.VBox):
         config: LargeEmbeddingsConfig | None = None,
         sample: int | None = None,
         bins: int = 50,
-        projection_rows: int = 5000,
+        projection_rows: int = 2_000_000,
         interactive_figures: bool | None = None,
     ):
         super().__init__()
@@ -208,12 +208,14 @@ class NormsPanel(widgets.VBox):
         views = {
             "histogram": FigureView(HISTOGRAM_FIGSIZE, **options),
             "bands": FigureView(BANDS_FIGSIZE, **options),
-            "projection": FigureView(PROJECTION_FIGSIZE, **options),
             "fp16": FigureView(FP16_FIGSIZE, ncols=2, **options),
             "spectrum": FigureView(HEALTH_FIGSIZE, **options),
             "rank": FigureView(HEALTH_FIGSIZE, **options),
         }
         self._views = views
+        self._projector: Any = None
+        self._projection_box = widgets.VBox()
+        self._projection_box.add_class("embviz-norms-projection")
         for name, view in views.items():
             view.widget.add_class(f"embviz-norms-{name}-figure")
 
@@ -237,7 +239,7 @@ class NormsPanel(widgets.VBox):
             children=[
                 views["histogram"].widget,
                 views["bands"].widget,
-                views["projection"].widget,
+                self._projection_box,
                 widgets.VBox(
                     [
                         widgets.HBox([self._query, self._k, self._metric, self._find]),
@@ -319,10 +321,9 @@ class NormsPanel(widgets.VBox):
     def figures(self) -> dict[str, Any]:
         """The Figures by view, brought up to date.
 
-        ``histogram``, ``bands``, ``projection``, ``fp16``, and the health tab's ``spectrum``
-        and ``rank``.
+        ``histogram``, ``bands``, ``fp16``, and the health tab's ``spectrum`` and ``rank``.
         """
-        for name in ("histogram", "bands", "projection", "fp16", "health"):
+        for name in ("histogram", "bands", "fp16", "health"):
             self._show(name)
         return {name: view.figure for name, view in self._views.items()}
 
@@ -332,12 +333,17 @@ class NormsPanel(widgets.VBox):
 
         Keys (when available): ``stats`` (`norm_stats` of the table at the step),
         ``histogram`` (`norm_histogram`), ``history`` (`norm_history`, checkpoint folders),
-        ``projection`` (`project`), ``neighbours`` (`nearest`), ``fp16`` (`fp16_error_table`),
-        ``health`` (`health` of the table at the step), ``health_history`` and ``spectra``
-        (`health_history` and `spectrum_history`, checkpoint folders; else ``spectra`` is
-        `spectrum` of the table).
+        ``projection`` (the `embviz.Projector` frame), ``neighbours`` (`nearest`), ``fp16``
+        (`fp16_error_table`), ``health`` (`health` of the table at the step),
+        ``health_history`` and ``spectra`` (`health_history` and `spectrum_history`, checkpoint
+        folders; else ``spectra`` is `spectrum` of the table).
         """
         return dict(self._data)
+
+    @property
+    def projector(self) -> Any:
+        """The projection tab's `embviz.Projector` (None until that tab is first shown)."""
+        return self._projector
 
     @property
     def table(self) -> str | None:
@@ -541,14 +547,15 @@ class NormsPanel(widgets.VBox):
         view.refresh()
 
     def _draw_projection(self) -> None:
-        from embviz.norms import project
-        from embviz.plots.norms import plot_projection
+        from embviz.projector import Projector
 
-        projection = project(self._table_weight(), n=self._projection_rows, vocab=self._vocab())
-        self._data["projection"] = projection
-        view = self._views["projection"]
-        plot_projection(projection, ax=view.ax)
-        view.refresh()
+        self._projector = None  # let the previous table's view go first
+        self._projection_box.children = []
+        self._projector = Projector(
+            self._table_weight(), vocab=self._vocab(), max_points=self._projection_rows
+        )
+        self._data["projection"] = self._projector.frame
+        self._projection_box.children = [self._projector.widget]
 
     def _draw_fp16(self) -> None:
         from embviz.norms import fp16_error_table
