@@ -87,8 +87,8 @@ def plot_spectrum(
     ax.set_xlabel("singular value index k (largest first)")
     ax.set_ylabel("singular value / largest")
     ax.set_title(f"{name}: singular-value spectrum", fontsize=10)
-    if 1 < len(steps) <= 12:
-        ax.legend(fontsize=7, loc="lower left", ncols=2 if len(steps) > 6 else 1)
+    if 1 < len(steps) <= 12:  # beside the Axes: spectra fill the lower left
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
@@ -125,7 +125,7 @@ def plot_health_history(
     ax.set_xlabel("training step")
     ax.set_ylabel("dimensions used")
     ax.set_title(f"{name}: how many dimensions the table uses", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 
