@@ -486,9 +486,8 @@ def _compare_html(old, new, optimizer_state, mode, compare_source) -> str:
 
 def _health_section(cfg, snapshot, save) -> str:
     """`embviz.health` of a snapshot's tables, with a spectrum figure per table."""
-    from embviz.snapshots import resolve_snapshot
     from embviz.plots.health import plot_spectrum
-    from embviz.snapshots import SnapshotError, checkpoints
+    from embviz.snapshots import SnapshotError, checkpoints, resolve_snapshot
     from embviz.tablehealth import health, spectrum
 
     path = resolve_snapshot(snapshot)
