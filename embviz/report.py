@@ -107,7 +107,10 @@ def write_report(
     snapshot : path, optional
         A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
         each logged table's rows in 2-D (`embviz.Projector`, drawn by
-        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame).
+        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame)
+        and their health (`embviz.health`, against the first checkpoint of a folder for the
+        unchanged share; the logged tables, every table when none is logged) with their
+        singular-value spectra.
 
     Returns
     -------
@@ -194,6 +197,7 @@ def write_report(
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
     if snapshot is not None:
         sections.append(_projection_html(cfg, snapshot, save))
+        sections.append(_health_section(cfg, snapshot, save))
 
     heading = html.escape(title)
     origin = f"<p class='note'>{html.escape(source)}</p>" if source else ""
@@ -477,4 +481,55 @@ def _compare_html(old, new, optimizer_state, mode, compare_source) -> str:
         f"{unchanged} tables unchanged.</p>"
         "<table><tr><th>table</th><th>change</th><th>details</th><th>before</th><th>after</th>"
         f"<th>moved</th><th>moved (bytes)</th></tr>{rows}</table>"
+    )
+
+
+def _health_section(cfg, snapshot, save) -> str:
+    """`embviz.health` of a snapshot's tables, with a spectrum figure per table."""
+    from embviz.plots.health import plot_spectrum
+    from embviz.snapshots import SnapshotError, checkpoints, resolve_snapshot
+    from embviz.tablehealth import health, spectrum
+
+    path = resolve_snapshot(snapshot)
+    try:
+        first = str(checkpoints(snapshot)["path"].iloc[0])
+    except SnapshotError:  # a single snapshot
+        first = None
+    initial = first if first is not None and first != path else None
+    frame = health(path, initial=initial, config=cfg, progress=False)
+    spectra = spectrum(path, tables=list(frame.index), progress=False)
+    head = (
+        "<tr><th>table</th><th>rows</th><th>dim</th><th>rows read</th><th>effective rank</th>"
+        "<th>information abundance</th><th>dim spread</th><th>top direction</th>"
+        "<th>dims for 99%</th><th>unchanged</th><th>smaller dim</th><th>it saves</th></tr>"
+    )
+    rows = []
+    for name, r in frame.iterrows():
+        unchanged = "" if pd.isna(r["unchanged_share"]) else f"{100 * r['unchanged_share']:.2f}%"
+        smaller = "" if pd.isna(r["smaller_dim"]) else f"{int(r['smaller_dim'])}"
+        saves = (
+            "" if pd.isna(r["smaller_dim_saves_bytes"])
+            else human_bytes(int(r["smaller_dim_saves_bytes"]))
+        )  # fmt: skip
+        rows.append(
+            f"<tr><td>{html.escape(str(name))}</td><td>{int(r['rows']):,}</td>"
+            f"<td>{int(r['dim'])}</td><td>{int(r['sampled']):,}</td>"
+            f"<td>{r['effective_rank']:.3g}</td><td>{r['information_abundance']:.3g}</td>"
+            f"<td>{r['dim_spread']:.3g}</td><td>{100 * r['top_energy_share']:.2f}%</td>"
+            f"<td>{int(r['energy_rank_99'])}</td><td>{unchanged}</td><td>{smaller}</td>"
+            f"<td>{saves}</td></tr>"
+        )
+    figures = "".join(
+        save(plot_spectrum(spectra, table=str(name)), f"spectrum_{i}.png")
+        for i, name in enumerate(frame.index)
+    )
+    against = f" (unchanged: against {html.escape(initial)})" if initial else ""
+    return (
+        f"<h2>Embedding health</h2><p class='note'>{html.escape(path)}{against}. Effective rank "
+        "and information abundance run from 1 (every row along one direction) to dim (every "
+        "direction used alike); dim spread is near 1 for isotropic rows and near 0 for collapsed "
+        "ones; top direction is the share of the rows' squared length along the largest "
+        "singular direction. Where the effective rank is at most half of dim, the smaller dim "
+        "holds 99% of it (a multiple of 4) and what it saves is from the memory table.</p>"
+        f"<table>{head}{''.join(rows)}</table>{figures}"
     )
