@@ -241,6 +241,7 @@ def test_umap_without_umap_learn_says_how_to_get_it(monkeypatch):
         Projector(_planted(500), method="umap")
 
 
+@pytest.mark.slow  # numba compiles UMAP's kernels on first use: about a minute on 2 cores
 def test_umap_places_a_seeded_sample_and_states_its_parameters():
     pytest.importorskip("umap")
     weight = _planted(3_000)
