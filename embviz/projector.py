@@ -145,6 +145,8 @@ class Projector:
         UMAP parameters (`embviz.project`).
     k : int
         Neighbours shown for a clicked point.
+    progress : bool
+        A tqdm bar over the pass that fits the PCA (seconds for tens of millions of rows).
 
     Attributes
     ----------
@@ -166,6 +168,7 @@ class Projector:
         *,
         umap: Mapping[str, Any] | None = None,
         k: int = 10,
+        progress: bool = True,
     ):
         import pandas as pd
 
@@ -204,6 +207,7 @@ class Projector:
             vocab=self._vocab,
             counts=self._counts,
             umap=umap,
+            progress=progress,
         )
         frame = self.projection.frame
         shown = frame["row"].to_numpy()

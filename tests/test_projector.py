@@ -331,3 +331,16 @@ tables_to_log: [user]
     assert expected.description in page
     figure = tmp_path / "report" / "projection_user.png"
     assert figure in report.figures and figure.stat().st_size > 10_000
+
+
+def test_cli_report_with_a_bad_snapshot_is_one_line(run_cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "tables:\n  - {name: user, num_embeddings: 100, embedding_dim: 4, data_type: fp32,\n"
+        "     optimizer: {sgd: {lr: 0.1}}}\n"
+    )
+    missing = tmp_path / "nowhere"
+    result = run_cli("report", config, "--out", tmp_path / "out", "--snapshot", missing)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
