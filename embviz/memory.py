@@ -31,7 +31,15 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from embviz.arguments import as_config, as_mode, choice, integer, number
-from embviz.config import DataType, EmbeddingBagConfig, LargeEmbeddingsConfig, Mode
+from embviz.config import (
+    MAX_BYTES,
+    ConfigError,
+    DataType,
+    EmbeddingBagConfig,
+    LargeEmbeddingsConfig,
+    Mode,
+    byte_limit_problems,
+)
 from embviz.errors import ArgumentError, UnknownTableError
 from embviz.optimizers import (
     ADAGRAD_STATES,
@@ -195,6 +203,23 @@ def _table_facts(table: EmbeddingBagConfig) -> tuple[str, int, int, str, str, fl
     return table.name, table.num_embeddings, table.embedding_dim, dtype, name, momentum
 
 
+def _check_byte_limits(cfg: LargeEmbeddingsConfig, facts: list[tuple]) -> None:
+    """Refuse, as the schema does, tables whose bytes would not fit int64 (unvalidated configs).
+
+    The schema refuses them when a config is validated; a config built with ``model_copy``
+    (``update=`` skips validation) or ``model_construct`` is checked here, so no byte count
+    wraps around.
+    """
+    # Every accounting takes at most 20 bytes a cell plus 128 a table
+    # (`embviz.config.table_bytes_bound`): only configs near the limit are checked exactly.
+    cells = sum(f[1] * f[2] for f in facts)  # Python ints: exact however large
+    if cells * 20 + 128 * len(facts) <= MAX_BYTES:
+        return
+    problems = byte_limit_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
 def memory_table(
     cfg: LargeEmbeddingsConfig,
     optimizer_state: OptimizerState = "fused",
@@ -257,6 +282,10 @@ def memory_table(
 
     Raises
     ------
+    ConfigError
+        A config built without validation (``model_copy(update=...)``) holding a table, or
+        tables together, past `embviz.config.MAX_BYTES` (int64) in some accounting: the
+        schema's own error, located at the table.
     ArgumentError
         For an unknown ``optimizer_state``, ``mode``, ``adagrad`` or ``serving_dtype``,
         row-wise Adagrad with ``optimizer_state="torch"`` (torch has no row-wise Adagrad),
@@ -292,6 +321,7 @@ def memory_table(
 
     # One pass over the pydantic objects (attribute access dominates for 10,000 tables).
     facts = [_table_facts(t) for t in cfg.tables]
+    _check_byte_limits(cfg, facts)
     n = len(facts)
     names = [f[0] for f in facts]
     rows = np.fromiter((f[1] for f in facts), dtype=np.int64, count=n)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -115,7 +117,11 @@ def write_report(
     Raises
     ------
     ReportError
-        When only one of ``gpus`` and ``hbm_gib`` is given, or the folder cannot be written.
+        When only one of ``gpus`` and ``hbm_gib`` is given, the folder cannot be created or
+        written, or one of the report's file names is taken by a folder. The report's files
+        (``index.html`` and the PNG figures) are written fresh, each to a temporary file
+        renamed into place: a symlink of that name is replaced, never written through; other
+        files in the folder are left alone.
     embviz.ArgumentError, embviz.ServingWidthError, UnknownTableError
         A ``serving_dtype`` that is unknown, names unknown tables or does not fit a width.
     """
@@ -137,6 +143,13 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    # Refuse before the work where the files cannot be written.
+    owned = ["index.html", "memory.png", "dtype_savings.png"]
+    if gpus is not None:
+        owned.append("placement.png")
+    for name in owned:
+        _check_replaceable(out / name)
+    _replace(out / ".embviz-write-check", lambda handle: None, keep=False)
 
     frame = memory_table(cfg, optimizer_state, mode)
     sums = totals(frame)
@@ -145,13 +158,19 @@ def write_report(
 
     def save(figure: object, name: str) -> str:
         path = out / name
-        figure.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-        plt.close(figure)  # type: ignore[arg-type]
+        try:
+            _replace(
+                path,
+                lambda handle: figure.savefig(  # type: ignore[attr-defined]
+                    handle, format="png", dpi=110, bbox_inches="tight"
+                ),
+            )
+        finally:
+            plt.close(figure)  # type: ignore[arg-type]
         figures.append(path)
         return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
     fit = gpu_fit(frame, gpus, hbm_gib) if gpus is not None and hbm_gib is not None else None
-    budget = fit.available_bytes if fit else None
     summary = (
         f"<p>{len(frame)} tables, {human_bytes(int(sums['total_bytes']))} in all "
         f"({int(sums['total_bytes']):,} bytes: weights {human_bytes(int(sums['weight_bytes']))}, "
@@ -160,7 +179,9 @@ def write_report(
         f"<code>{html.escape(str(frame['mode'].iloc[0]))}</code>.</p>"
     )
     sections.append("<h2>Memory per table</h2>" + summary + _memory_html(frame))
-    sections.append(save(plot_memory(frame, budget_bytes=budget), "memory.png"))
+    sections.append(
+        save(plot_memory(frame, hbm_bytes=fit.hbm_bytes if fit else None), "memory.png")
+    )
     sections.append(_fp16_html(frame))
     serving = serving_bytes(cfg)
     sections.append(
@@ -189,8 +210,43 @@ def write_report(
         "</body></html>"
     )
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    _replace(index, lambda handle: handle.write(page.encode("utf-8")))
     return Report(index=index, figures=tuple(figures))
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise ReportError(
+            f"{path}: is a folder; the report writes a file of that name (move the folder away "
+            "or choose another --out)"
+        )
+
+
+def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = True) -> None:
+    """Write one of the report's files fresh: a temporary file beside it, then a rename.
+
+    The rename replaces whatever ``path`` was (a file, or a symlink: never the file a link
+    points to), and a reader never sees a half-written file. ``keep=False`` removes the file
+    (a check that the folder can be written).
+    """
+    _check_replaceable(path)
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ReportError(
+            f"{path.parent}: cannot write the report there ({exc.strerror})"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        if keep:
+            os.chmod(temporary, 0o644)  # mkstemp's files are 0o600; a report is for sharing
+            os.replace(temporary, path)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
 
 
 def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:

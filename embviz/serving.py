@@ -182,7 +182,12 @@ def serving_row_bytes(embedding_dim: ArrayLike, dtype: ArrayLike) -> np.ndarray:
         bits, extra = bits[0], extra[0]
     else:
         bits, extra = _dtype_arrays(names)
-    return np.asarray(_round_up(dims * bits // 8 + extra, ROW_ALIGNMENT), dtype=np.int64)
+    # floor(D * bits / 8) without the product: D * bits passes int64 for widths whose bytes
+    # still fit (an fp32 row is only 4 * D).
+    whole = np.where(bits >= 8, bits // 8, 1)
+    packed = np.where(bits >= 8, 1, 8 // np.maximum(bits, 1))
+    data = dims * whole // packed
+    return np.asarray(_round_up(data + extra, ROW_ALIGNMENT), dtype=np.int64)
 
 
 def serving_table_bytes(

@@ -21,8 +21,11 @@ from the manifest, and checks every piece before using it:
 Anything short raises `SnapshotError` naming the file (the data file, or ``.snapshot_metadata``
 for the manifest) and what is wrong with it.
 
-Local data is memory-mapped block by block (``max_bytes`` each, 64 MiB by default), so a table of
-any size is read with a bounded amount of memory, at about the speed of copying the files.
+Local data is memory-mapped block by block (``max_bytes`` each, 64 MiB by default; private
+maps, so writing to a block never changes the file) and unmapped when the block is dropped: a
+table of any size is read with a bounded amount of memory, with no copy of the data (the page
+cache's pages are mapped as they are). A data file truncated by another process *while* it is
+being read can still end the process with SIGBUS, as with any memory map.
 """
 
 from __future__ import annotations
@@ -44,7 +47,13 @@ from embviz.snapshots import METADATA_FILE, SnapshotError, _find, _is_uri, _loca
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_BLOCK_BYTES", "iter_table_blocks", "iter_table_pieces", "table_pieces"]
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "iter_table_blocks",
+    "iter_table_pieces",
+    "table_pieces",
+    "table_shape",
+]
 
 # Bytes of one block a reader holds at a time (its memory bound), by default.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -379,9 +388,24 @@ def _bands(
 class _Reader:
     """Reads rows of one piece: memory maps for local files, ranged reads for remote ones."""
 
-    def __init__(self, plan: _Plan):
+    def __init__(self, plan: _Plan, reuse: bool = False):
         self.plan = plan
+        self.reuse = reuse
         self._loaded: dict[Piece, torch.Tensor] = {}  # torch_save pieces, loaded whole
+        self._buffers: dict[str, torch.Tensor] = {}  # reuse: byte buffers, grown as needed
+
+    def empty(self, shape: tuple[int, int], role: str = "block") -> torch.Tensor:
+        """A tensor of the table's dtype: new, or (``reuse``) a view of this reader's buffer."""
+        import torch
+
+        dtype = getattr(torch, self.plan.dtype)
+        if not self.reuse:
+            return torch.empty(shape, dtype=dtype)
+        nbytes = shape[0] * shape[1] * self.plan.itemsize
+        buf = self._buffers.get(role)
+        if buf is None or buf.numel() < nbytes:
+            buf = self._buffers[role] = torch.empty(nbytes, dtype=torch.uint8)
+        return buf[:nbytes].view(dtype).view(shape)
 
     def rows(self, piece: Piece, r0: int, r1: int) -> torch.Tensor:
         """Rows ``[r0, r1)`` of the piece (relative to the piece) as a CPU tensor."""
@@ -512,6 +536,11 @@ def _map(file: str, begin: int, length: int, dtype: torch.dtype) -> torch.Tensor
 # --------------------------------------------------------------------------- public
 
 
+def table_shape(path: str | os.PathLike[str], name: str) -> tuple[int, int]:
+    """``(rows, dim)`` of one table, from the manifest (checked as `iter_table_blocks` does)."""
+    return _plan(path, name).shape
+
+
 def table_pieces(path: str | os.PathLike[str], name: str) -> list[Piece]:
     """The stored pieces of one table (whole tensor, chunks, or every rank's shards), checked.
 
@@ -525,6 +554,7 @@ def iter_table_blocks(
     name: str,
     max_bytes: int = DEFAULT_BLOCK_BYTES,
     *,
+    reuse: bool = False,
     progress: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """One table of a snapshot, in blocks of whole rows, checked, in row order.
@@ -537,9 +567,12 @@ def iter_table_blocks(
     name : str
         Table name as `embviz.snapshot_tables` lists it (or its manifest path).
     max_bytes : int
-        Most bytes a block holds (at least one row). Local files are memory-mapped one block at
-        a time, so this bounds the memory the read holds (plus one ``torch_save`` piece, for
-        snapshots that store one that way).
+        Most bytes a block holds (at least one row): the memory the read holds at a time (plus
+        one ``torch_save`` piece, for snapshots that store one that way).
+    reuse : bool
+        Put column-wise shards side by side in one reused buffer, for a caller that is done
+        with each block before asking for the next (the next block overwrites it; copy what you
+        keep). Default: a new tensor per such block. Other blocks map the file either way.
     progress : bool
         A tqdm progress bar over the table's bytes.
 
@@ -548,9 +581,8 @@ def iter_table_blocks(
     (int, torch.Tensor)
         First row of the block and the block: ``rows x dim`` in the table's dtype, on the CPU.
         Blocks of a snapshot of sharded tables are read shard by shard: a block never spans
-        two row shards, and column-wise shards of the same rows are put side by side. A block
-        may be a read-only view of the file's memory map (writing to it changes only this
-        process's copy); drop each block before asking for the next to keep memory bounded.
+        two row shards, and column-wise shards of the same rows are put side by side. Writing
+        to a block never changes the snapshot.
 
     Raises
     ------
@@ -563,14 +595,16 @@ def iter_table_blocks(
 
     max_bytes = integer("max_bytes", max_bytes, minimum=1)
     plan = _plan(path, name)
-    return _blocks(plan, max_bytes, progress)
+    return _blocks(plan, max_bytes, progress, reuse)
 
 
-def _blocks(plan: _Plan, max_bytes: int, progress: bool) -> Iterator[tuple[int, torch.Tensor]]:
+def _blocks(
+    plan: _Plan, max_bytes: int, progress: bool, reuse: bool = False
+) -> Iterator[tuple[int, torch.Tensor]]:
     import torch
     from tqdm.auto import tqdm
 
-    reader = _Reader(plan)
+    reader = _Reader(plan, reuse)
     rows, cols = plan.shape
     row_bytes = max(1, cols * plan.itemsize)
     step = max(1, max_bytes // row_bytes)
@@ -590,7 +624,7 @@ def _blocks(plan: _Plan, max_bytes: int, progress: bool) -> Iterator[tuple[int, 
                     p = band[0]
                     block = reader.rows(p, r0 - p.offsets[0], r1 - p.offsets[0])
                 else:
-                    block = torch.empty((r1 - r0, cols), dtype=getattr(torch, plan.dtype))
+                    block = reader.empty((r1 - r0, cols))
                     for p in band:
                         part = reader.rows(p, r0 - p.offsets[0], r1 - p.offsets[0])
                         block[:, p.offsets[1] : p.offsets[1] + p.sizes[1]] = part
@@ -600,8 +634,6 @@ def _blocks(plan: _Plan, max_bytes: int, progress: bool) -> Iterator[tuple[int, 
                 yield r0, block
                 bar.update((r1 - r0) * cols * plan.itemsize)
                 del block
-        if rows and not _bands(plan.pieces, rows):
-            raise SnapshotError(f"{_metadata_file(plan.label)}: table {plan.name!r} has no pieces")
     finally:
         bar.close()
 
@@ -611,6 +643,7 @@ def iter_table_pieces(
     name: str,
     max_bytes: int = DEFAULT_BLOCK_BYTES,
     *,
+    reuse: bool = False,
     progress: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """One table, stored piece by stored piece (every rank's shards), in blocks of rows.
@@ -623,15 +656,15 @@ def iter_table_pieces(
 
     max_bytes = integer("max_bytes", max_bytes, minimum=1)
     plan = _plan(path, name)
-    return _piece_blocks(plan, max_bytes, progress)
+    return _piece_blocks(plan, max_bytes, progress, reuse)
 
 
 def _piece_blocks(
-    plan: _Plan, max_bytes: int, progress: bool
+    plan: _Plan, max_bytes: int, progress: bool, reuse: bool = False
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     from tqdm.auto import tqdm
 
-    reader = _Reader(plan)
+    reader = _Reader(plan, reuse)
     bar = tqdm(
         total=plan.shape[0] * plan.shape[1] * plan.itemsize,
         desc=f"reading {plan.name}",
@@ -668,7 +701,7 @@ def read_into(path: str | os.PathLike[str], name: str, out: torch.Tensor | None)
             f"to load it into is {got} {str(out.dtype).removeprefix('torch.')}"
         )
     with torch.no_grad():
-        for r0, block in _blocks(plan, DEFAULT_BLOCK_BYTES, False):
+        for r0, block in _blocks(plan, DEFAULT_BLOCK_BYTES, False, reuse=True):
             out[r0 : r0 + block.shape[0]].copy_(block)
             del block
     return out

@@ -175,9 +175,14 @@ def test_runs_top_to_bottom(path: Path):
 CHECKED = [p for p in NOTEBOOKS if _checked(nbformat.read(p, as_version=4))]
 
 
-def test_teaching_notebook_is_checked():
-    # The checks below apply to notebooks marked as checked; 01 and 02 join when converted.
-    assert ROOT / "notebooks" / "03_teaching_embedding_bags.ipynb" in CHECKED
+def test_the_three_notebooks_are_checked():
+    # The checks below apply to notebooks marked as checked.
+    for name in (
+        "01_tune_table_sizes.ipynb",
+        "02_inspect_logged_embeddings.ipynb",
+        "03_teaching_embedding_bags.ipynb",
+    ):
+        assert ROOT / "notebooks" / name in CHECKED
 
 
 @pytest.mark.slow

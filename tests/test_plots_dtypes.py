@@ -139,6 +139,14 @@ def test_quality_panel_shows_quantization_error(tmp_path):
     int2 = second.containers[SERVING.index("int2")]
     assert len(int2.patches) == 1
     assert "int2 refused for 1 tables" in second.get_title()
+    # The legend's colours are the bars' colours, int2 included (its total bar is not drawn).
+    legend = third.get_legend()
+    shown = {
+        text.get_text(): handle.get_facecolor()
+        for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    for dtype in SERVING:
+        assert shown[dtype] == to_rgba(DTYPE_COLOURS[dtype])
     found = audit(fig)
     assert all(ax["legend_covers"] == [] for ax in found["axes"])
     assert all(ax["xlabel"] and ax["title"] for ax in found["axes"])

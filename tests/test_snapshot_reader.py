@@ -14,7 +14,7 @@ from torchsnapshot.knobs import override_max_chunk_size_bytes, override_max_shar
 
 import embviz
 from embviz.errors import ArgumentError
-from embviz.snapshot_reader import table_pieces
+from embviz.snapshot_reader import table_pieces, table_shape
 from embviz.snapshots import METADATA_FILE, SnapshotError
 
 KEY = "0/model/embedding_bags.user.weight"
@@ -124,6 +124,12 @@ def test_sharded_snapshots_read_shard_by_shard(tmp_path, process_group, full, la
         assert block.shape[1] == 6 and block.shape[0] <= 2
         rebuilt[r0 : r0 + block.shape[0]] = block
     assert torch.equal(rebuilt, full)
+    # The same through one reused buffer (each block copied before the next).
+    rebuilt = torch.cat(
+        [b.clone() for _, b in embviz.iter_table_blocks(path, "user", 48, reuse=True)]
+    )
+    assert torch.equal(rebuilt, full)
+    assert table_shape(path, "user") == (10, 6)
     # Stored pieces, each in its own coordinates.
     rebuilt = torch.full_like(full, float("nan"))
     seen = 0
@@ -172,3 +178,99 @@ def test_a_truncated_shard_names_its_file(tmp_path, process_group, full):
     os.truncate(file, file.stat().st_size - 4)
     with pytest.raises(SnapshotError, match=str(file)):
         list(embviz.iter_table_blocks(path, "user"))
+
+
+# --------------------------------------------------------------------------- streamed norms
+
+
+def _reference(weight: torch.Tensor, rows: torch.Tensor | None = None) -> dict[str, float]:
+    """Statistics of the row norms in float64: the exact reference."""
+    from embviz.norms import QUANTILES
+
+    w = weight.double() if rows is None else weight.double()[rows]
+    norms = torch.linalg.vector_norm(w, dim=1)
+    q = torch.quantile(norms, torch.tensor(list(QUANTILES.values()), dtype=torch.float64))
+    return {
+        "mean": float(norms.mean()),
+        "std": float(norms.std()),
+        "min": float(norms.min()),
+        **dict(zip(QUANTILES, q.tolist(), strict=True)),
+        "max": float(norms.max()),
+    }
+
+
+def _assert_close_to(stats, reference: dict[str, float], rel: float = 2e-6) -> None:
+    for column, value in reference.items():
+        assert stats[column] == pytest.approx(value, rel=rel), column
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Stream in blocks of 1,000 bytes, so every table below takes many blocks."""
+    import embviz.norms.streaming
+
+    monkeypatch.setattr(embviz.norms.streaming, "BLOCK_BYTES", 1000)
+
+
+def test_norm_stats_streamed_match_the_gathered_table(tmp_path, small_blocks):
+    from embviz.norms import sample_rows
+
+    torch.manual_seed(5)
+    initial = torch.randn(5000, 16)
+    weight = initial.clone()
+    moved = torch.randperm(5000)[:1234]
+    weight[moved] += 0.5
+    # Different chunkings, so the two snapshots' blocks are cut at different rows.
+    with override_max_chunk_size_bytes(40_000):
+        path = embviz.save_snapshot(_Holder(weight), tmp_path / "now")
+    with override_max_chunk_size_bytes(64_000):
+        start = embviz.save_snapshot(_Holder(initial), tmp_path / "start")
+    assert len(table_pieces(path, "user")) != len(table_pieces(start, "user")) > 1
+    stats = embviz.norm_stats(path, initial=start, progress=False).loc["user"]
+    assert stats["rows"] == stats["sampled"] == 5000
+    _assert_close_to(stats, _reference(weight))
+    assert stats["unchanged_share"] == (5000 - 1234) / 5000
+    # Held in memory, the same norms give the same statistics.
+    live = embviz.norm_stats({"user": weight}, initial={"user": initial}, progress=False)
+    assert embviz.norm_stats(path, initial=start, progress=False).equals(live)
+    # A sample: the same rows as in memory, across block boundaries.
+    sampled = embviz.norm_stats(path, sample=700, seed=3, initial=start, progress=False)
+    assert sampled.loc["user", "sampled"] == 700
+    _assert_close_to(sampled.loc["user"], _reference(weight, sample_rows(5000, 700, 3)))
+    expected = embviz.norm_stats(
+        {"user": weight}, sample=700, seed=3, initial={"user": initial}, progress=False
+    )
+    assert sampled.equals(expected)
+    # The histogram streams too: its counts add up to the rows.
+    histogram = embviz.norm_histogram(path, bins=7, progress=False)
+    assert int(histogram["count"].sum()) == 5000
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_norm_stats_of_sharded_snapshots(tmp_path, process_group, small_blocks, layout):
+    torch.manual_seed(8)
+    full = torch.randn(10, 6)
+    path = sharded_snapshot(tmp_path / layout, layout, full)
+    stats = embviz.norm_stats(path, progress=False).loc["user"]
+    assert stats["rows"] == 10
+    _assert_close_to(stats, _reference(full))
+
+
+def test_norm_history_streams_beside_the_first_checkpoint(tmp_path, small_blocks):
+    torch.manual_seed(2)
+    first = torch.randn(300, 8)
+    later = first.clone()
+    later[:100] *= 2
+    run = tmp_path / "run"
+    embviz.save_snapshot(_Holder(first), run / "0")
+    with override_max_chunk_size_bytes(3000):
+        embviz.save_snapshot(_Holder(later), run / "10")
+    history = embviz.norm_history(run, initial="first", progress=False).set_index("step")
+    assert history.loc[0, "unchanged_share"] == 1.0
+    assert history.loc[10, "unchanged_share"] == 200 / 300
+    _assert_close_to(history.loc[10], _reference(later))
+    # A truncated checkpoint is named, not read as zeros.
+    data = [p for p in (run / "10").rglob("*") if p.is_file() and p.name != METADATA_FILE]
+    os.truncate(data[0], 10)
+    with pytest.raises(SnapshotError, match=str(data[0])):
+        embviz.norm_history(run, initial="first", progress=False)

@@ -103,6 +103,7 @@ def test_quality_shown_is_quantization_error():
     shown = text(panel.outputs["table"])
     assert f"<td>{direct['knn_kept_mean']:.3g}</td>" in shown
     assert f"<td>{direct['bag_rel_err_mean']:.3g}</td>" in shown
+    assert "<th>neighbours kept</th>" in shown and "<th>bag error</th>" in shown
     panel.controls["all"].value = "int8"
     direct = embviz.quantization_error(weight, "int8", progress=False)
     assert f"<td>{direct['knn_kept_mean']:.3g}</td>" in text(panel.outputs["table"])

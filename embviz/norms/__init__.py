@@ -16,6 +16,7 @@ One job per module:
 - `embviz.norms.sources`: tables of a module, a state dict or a snapshot path (`table_names`,
   `load_table`);
 - `embviz.norms.stats`: `norm_stats`, `norm_history`, `norm_histogram`;
+- `embviz.norms.streaming`: row norms of a snapshot's table read in bounded blocks;
 - `embviz.norms.neighbours`: `nearest`; `embviz.norms.projection`: `project` (PCA of every
   row, stratified samples, UMAP; what `embviz.Projector` shows);
 - `embviz.norms.fp16`: `fp16_error`, `fp16_error_table`;
@@ -27,8 +28,10 @@ Tables come from three kinds of *source*:
   ``DistributedModelParallel``), whose ``state_dict()`` keys end in
   ``embedding_bags.<name>.weight``;
 - a state dict (a mapping of those keys to tensors, or of table names to 2-D tensors);
-- the path of a torchsnapshot (``save_dir/<step>``), read with `embviz.snapshots.read_table`,
-  one table at a time and only the tables asked for.
+- the path of a torchsnapshot (``save_dir/<step>``), read through the checked reader of
+  `embviz.snapshot_reader`, one table at a time and only the tables asked for. Statistics of its
+  row norms (`norm_stats`, `norm_history`, `norm_histogram`) stream the table in bounded blocks
+  and hold only its norms (4 bytes a row), never the table.
 """
 
 from embviz.norms.errors import EmptyTableError, NormError, RowIndexError, UnknownEntityError

@@ -1,21 +1,20 @@
-"""`row_norms`: the L2 norm of every row of a table, exact and bounded in memory.
+"""`row_norms`: the L2 norm of every row of a table, accurate and bounded in memory.
 
-On the CPU, worker threads run the native kernel (`embviz.norms.kernel`) over row ranges, or
-torch ops in chunks of about 1 MiB; on CUDA it is one ``vector_norm`` call.
+On the CPU the numba kernel (`embviz.norms.kernel`, ``backend="native"``) reads the rows in place
+and accumulates each in float64; the torch path (``backend="torch"``) runs
+`torch.linalg.vector_norm` over chunks of about 1 MiB. On CUDA it is one ``vector_norm`` call.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
-from embviz.norms.kernel import _NATIVE_TASK_BYTES, native_kernel
+from embviz.norms.kernel import check_backend, native_row_norms, row_norm_backend
 from embviz.norms.layout import Piece, as_index, table_layout
 
 __all__ = ["MEMORY_BUDGET_BYTES", "row_norms"]
@@ -23,22 +22,17 @@ __all__ = ["MEMORY_BUDGET_BYTES", "row_norms"]
 #: Extra memory `row_norms` may allocate beyond its float32 result, whatever the table size.
 MEMORY_BUDGET_BYTES = 64 * 2**20
 
-# Rows of fp32 work per CPU chunk: 1 MiB of float32 keeps a worker's buffer in its L2 cache while
-# each chunk still amortises the few microseconds of Python around its two torch calls.
-_CPU_CHUNK_BYTES = 2**20
-# Below this many elements a table is done inline, without worker threads.
-_THREADED_MIN_ELEMENTS = 2**21
-# Buffers per worker may take this share of the budget; the rest covers thread stacks and the
-# small tensors torch allocates per call.
+# Buffers may take this share of the budget; the rest covers the small tensors torch allocates.
 _BUFFER_SHARE = 0.75
 
 
-def _worker_rows(cols: int, workers: int, budget: int, need_gather: bool, itemsize: int) -> int:
-    """Rows per chunk so that ``workers`` buffers of that many rows fit ``budget`` bytes."""
-    per_row = cols * 4 + (cols * itemsize if need_gather else 0)
-    target = max(1, _CPU_CHUNK_BYTES // max(1, cols * 4))
-    cap = int(budget * _BUFFER_SHARE) // max(1, workers * per_row)
-    return max(1, min(target, cap)) if cap >= 1 else 0
+def _chunk_rows(budget: int, per_row: int) -> int:
+    """Rows per chunk whose buffers (``per_row`` bytes a row) fit the budget; 0 if none does.
+
+    Chunks are as large as the budget allows: each torch call is one parallel region of torch's
+    intra-op threads, and on a busy machine every region costs a wait for all of them.
+    """
+    return int(budget * _BUFFER_SHARE) // max(1, per_row)
 
 
 def _norms_serial(
@@ -87,49 +81,63 @@ def _norms_wide_rows(out: torch.Tensor, src: torch.Tensor, index: torch.Tensor |
         out[i] = math.sqrt(total)
 
 
-def _run_workers(n: int, workers: int, task_rows: int, make_job: Any) -> None:
-    """Run ``job(start, stop)`` over ``range(n)`` in tasks of ``task_rows``, on worker threads.
-
-    Workers pull the next task when they finish one, so a core slowed by other work on the
-    machine takes fewer tasks instead of holding everyone up. Each worker runs torch with one
-    intra-op thread, so two workers use two cores without OpenMP teams competing for them (a loop
-    of OpenMP-parallel calls collapses when another process takes a core). That setting is per
-    thread in OpenMP and MKL; the shared default is put back before a worker ends.
-    ``make_job()`` is called once per worker (to give each its own buffers).
-    """
-    restore = torch.get_num_threads()
-    lock = threading.Lock()
-    cursor = [0]
-
-    def run() -> None:
-        torch.set_num_threads(1)
-        try:
-            job = make_job()
-            with torch.no_grad():
-                while True:
-                    with lock:
-                        start = cursor[0]
-                        cursor[0] = start + task_rows
-                    if start >= n:
-                        return
-                    job(start, min(start + task_rows, n))
-        finally:
-            torch.set_num_threads(restore)
-
-    if workers == 1:
-        with torch.no_grad():
-            job = make_job()
-            for start in range(0, n, task_rows):
-                job(start, min(start + task_rows, n))
+def _cuda_norms(
+    out: torch.Tensor, src: torch.Tensor, index: torch.Tensor | None, budget: int
+) -> None:
+    """Row norms of a piece on a device other than the CPU, with torch ops."""
+    n, cols, itemsize = out.shape[0], int(src.shape[1]), src.element_size()
+    low_or_single = src.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    if src.device.type == "cuda" and index is None and low_or_single:
+        # CUDA reduces fp16/bf16 into float32 reading the input as it is (torch's
+        # make_reduction special case): one call, nothing allocated beyond the result.
+        torch.linalg.vector_norm(src, dim=1, dtype=torch.float32, out=out)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embviz-norms") as pool:
-        futures = [pool.submit(run) for _ in range(workers)]
-        for future in futures:
-            future.result()
+    # Elsewhere chunks bound what a gather (sampled rows) or a cast allocates.
+    chunk = max(1, (budget // 2) // (cols * max(4, itemsize)))
+    if index is not None:
+        index = index.to(src.device)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        x = src[s:e] if index is None else torch.index_select(src, 0, index[s:e])
+        if low_or_single:
+            torch.linalg.vector_norm(x, dim=1, dtype=torch.float32, out=out[s:e])
+        else:
+            torch.linalg.vector_norm(x.float(), dim=1, out=out[s:e])
+
+
+def _native_norms(
+    out: torch.Tensor, src: torch.Tensor, index: torch.Tensor | None, budget: int
+) -> bool:
+    """Row norms of a CPU piece with the numba kernel; False when a row is too wide to buffer.
+
+    Rows with unit column stride are read in place; gathered rows (``index``) and rows whose
+    columns are spaced are first copied, a chunk at a time, into a buffer of their own dtype.
+    """
+    if index is None and (src.shape[1] == 1 or src.stride(1) == 1):
+        native_row_norms(src, out)
+        return True
+    cols = int(src.shape[1])
+    chunk = _chunk_rows(budget, cols * src.element_size())
+    if chunk == 0:
+        return False
+    buf = torch.empty((min(chunk, out.shape[0]), cols), dtype=src.dtype)
+    for s in range(0, out.shape[0], chunk):
+        e = min(s + chunk, out.shape[0])
+        b = buf[: e - s]
+        if index is None:
+            b.copy_(src[s:e])
+        else:
+            torch.index_select(src, 0, index[s:e], out=b)
+        native_row_norms(b, out[s:e])
+    return True
 
 
 def _piece_norms(
-    out: torch.Tensor, src: torch.Tensor, index: torch.Tensor | None, budget: int
+    out: torch.Tensor,
+    src: torch.Tensor,
+    index: torch.Tensor | None,
+    budget: int,
+    backend: str = "auto",
 ) -> None:
     """Row norms of one 2-D piece (or of its rows ``index``) into ``out``."""
     n = out.shape[0]
@@ -140,73 +148,34 @@ def _piece_norms(
     if cols == 0:
         out.zero_()
         return
-    itemsize = src.element_size()
-    if src.device.type != "cpu":
-        low_or_single = src.dtype in (torch.float16, torch.bfloat16, torch.float32)
-        if src.device.type == "cuda" and index is None and low_or_single:
-            # CUDA reduces fp16/bf16 into float32 reading the input as it is (torch's
-            # make_reduction special case): one call, nothing allocated beyond the result.
-            with torch.no_grad():
-                torch.linalg.vector_norm(src, dim=1, dtype=torch.float32, out=out)
+    with torch.no_grad():
+        if src.device.type != "cpu":
+            _cuda_norms(out, src, index, budget)
             return
-        # Elsewhere chunks bound what a gather (sampled rows) or a cast allocates.
-        chunk = max(1, (budget // 2) // (cols * max(4, itemsize)))
-        if index is not None:
-            index = index.to(src.device)
-        with torch.no_grad():
-            for s in range(0, n, chunk):
-                e = min(s + chunk, n)
-                x = src[s:e] if index is None else torch.index_select(src, 0, index[s:e])
-                if x.dtype in (torch.float16, torch.bfloat16, torch.float32):
-                    torch.linalg.vector_norm(x, dim=1, dtype=torch.float32, out=out[s:e])
-                else:
-                    torch.linalg.vector_norm(x.float(), dim=1, out=out[s:e])
-        return
-    threads = max(1, torch.get_num_threads())
-    threaded = threads > 1 and n * cols >= _THREADED_MIN_ELEMENTS
-    workers = min(threads, n) if threaded else 1
-
-    kernel = native_kernel(src.dtype) if index is None and src.stride(1) == 1 else None
-    if kernel is not None:
-        # No buffers at all: the kernel reads the rows in place and writes the norms.
-        base, stride, dest = src.data_ptr(), src.stride(0), out.data_ptr()
-        task_rows = max(1024, _NATIVE_TASK_BYTES // max(1, cols * itemsize))
-
-        def make_native_job() -> Any:
-            def job(a: int, b: int) -> None:
-                kernel(base + a * stride * itemsize, b - a, cols, stride, dest + a * 4)
-
-            return job
-
-        _run_workers(n, workers, task_rows, make_native_job)
-        return
-
-    need_gather = index is not None and src.dtype != torch.float32
-    chunk = _worker_rows(cols, workers, budget, need_gather, itemsize)
-    while chunk == 0 and workers > 1:
-        workers -= 1
-        chunk = _worker_rows(cols, workers, budget, need_gather, itemsize)
-    if chunk == 0:
-        with torch.no_grad():
+        if row_norm_backend(src.dtype, backend) == "native" and _native_norms(
+            out, src, index, budget
+        ):
+            return
+        need_gather = index is not None and src.dtype != torch.float32
+        per_row = cols * 4 + (cols * src.element_size() if need_gather else 0)
+        # fp32 rows in place: one call, nothing allocated (vector_norm writes into ``out``).
+        direct = src.dtype == torch.float32 and index is None
+        chunk = n if direct else _chunk_rows(budget, per_row)
+        if chunk == 0:
             _norms_wide_rows(out, src, index)
-        return
-    direct = src.dtype == torch.float32 and index is None
-
-    def make_job() -> Any:
-        buf = None if direct else torch.empty((chunk, cols), dtype=torch.float32)
-        gathered = torch.empty((chunk, cols), dtype=src.dtype) if need_gather else None
-
-        def job(a: int, b: int) -> None:
-            _norms_serial(out, src, index, a, b, chunk, (buf, gathered))
-
-        return job
-
-    # Tasks of a few chunks: few lock round trips, still fine-grained enough to balance.
-    _run_workers(n, workers, chunk * 8, make_job)
+            return
+        buf = None if direct else torch.empty((min(chunk, n), cols), dtype=torch.float32)
+        gathered = torch.empty((min(chunk, n), cols), dtype=src.dtype) if need_gather else None
+        _norms_serial(out, src, index, 0, n, chunk, (buf, gathered))
 
 
-def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
-    """The L2 norm of every row of an embedding table, as float32, exact and bounded in memory.
+def row_norms(
+    weight: Any,
+    rows: torch.Tensor | Sequence[int] | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The L2 norm of every row of an embedding table, as float32, accurate and bounded in memory.
 
     Parameters
     ----------
@@ -224,6 +193,9 @@ def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> 
         ``[(row_offset, dtensor.to_local())]``.
     rows : tensor or sequence of int, optional
         Only these rows (positions among the local rows, see `local_row_ids`), in this order.
+    backend : {"auto", "native", "torch"}
+        How CPU tables are normed (see Notes and `row_norm_backend`). ``"auto"``: the numba
+        kernel where numba is installed and ``EMBVIZ_NATIVE`` is not ``0``, else torch ops.
 
     Returns
     -------
@@ -233,26 +205,31 @@ def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> 
 
     Notes
     -----
-    On the CPU, one worker thread per intra-op thread (each running torch with one thread) pulls
-    row ranges from a shared queue. A small C kernel, compiled once per machine with the system's
-    C compiler and cached under ``~/.cache/embviz/native`` (``EMBVIZ_NATIVE=0`` turns it off),
-    reads fp32, fp16 and bf16 rows in place with the arithmetic of torch's own kernel: no buffer
-    at all, and memory speed on 2 cores. Without it (no compiler, float64, gathered rows, columns
-    not contiguous) torch ops run in chunks of about 1 MiB: fp32 rows straight into
-    `torch.linalg.vector_norm`, other dtypes first converted into a preallocated float32 buffer.
-    `row_norm_backend` says which is used. Either way, beyond the result at most
-    `MEMORY_BUDGET_BYTES` (64 MiB) are allocated, whatever the table size, and the norms equal
-    ``torch.linalg.vector_norm(weight.float(), dim=1)`` (bit for bit with torch's AVX2 builds;
-    within a few ulps where a build orders the last additions differently).
+    Accuracy, measured against ``torch.linalg.vector_norm(weight.double(), dim=1)``: the numba
+    kernel widens every value to float64 (where its square is exact), sums each row in float64
+    and rounds the root once, so its relative error is at most about 2**-24 (half a float32
+    ulp) at any width and on any CPU. The torch path is `torch.linalg.vector_norm` over float32
+    (fp16/bf16 rows widened first), as accurate as torch itself on the machine's CPU capability.
+    Neither is bit-for-bit equal to a particular float32 summation order, and no test asks that.
+
+    On the CPU the numba kernel reads fp32, fp16 and bf16 rows in place on numba's worker threads
+    (no buffer at all); gathered rows (``rows``) and rows with spaced columns are first copied a
+    chunk at a time. The torch path (``backend="torch"``, ``EMBVIZ_NATIVE=0``, no numba, or
+    float64) runs chunks of about 1 MiB: fp32 rows straight into `torch.linalg.vector_norm`,
+    other dtypes first converted into a preallocated float32 buffer, with torch's own intra-op
+    threads (the thread count is left as it is). `row_norm_backend` says which is used. Either
+    way, beyond the result at most `MEMORY_BUDGET_BYTES` (64 MiB) are allocated, whatever the
+    table size. On CUDA it is `torch.linalg.vector_norm` with float32 accumulation.
 
     Raises
     ------
     NormError
         A tensor that is not 2-D or not floating point, on the meta device, shards that overlap
-        or split a row across ranks.
+        or split a row across ranks; an unknown ``backend``, or ``"native"`` without numba.
     RowIndexError
         An entry of ``rows`` outside ``[0, local rows)``.
     """
+    check_backend(backend)
     layout = table_layout(weight)
     index = None if rows is None else as_index(rows, layout.rows)
     total = layout.rows if index is None else int(index.numel())
@@ -260,7 +237,7 @@ def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> 
     if total == 0:
         return out
     if len(layout.groups) == 1 and len(layout.groups[0][2]) == 1:
-        _piece_norms(out, layout.groups[0][2][0].tensor, index, MEMORY_BUDGET_BYTES)
+        _piece_norms(out, layout.groups[0][2][0].tensor, index, MEMORY_BUDGET_BYTES, backend)
         return out
     # Several groups: each group's rows (or the requested positions in it) in turn.
     starts = np.cumsum([0] + [n for _, n, _ in layout.groups])
@@ -276,16 +253,16 @@ def row_norms(weight: Any, rows: torch.Tensor | Sequence[int] | None = None) -> 
             local = (index[where] - lo).to(pieces[0].tensor.device)
             dest = torch.empty(local.numel(), dtype=torch.float32, device=layout.device)
         if len(pieces) == 1:
-            _piece_norms(dest, pieces[0].tensor, local, MEMORY_BUDGET_BYTES)
+            _piece_norms(dest, pieces[0].tensor, local, MEMORY_BUDGET_BYTES, backend)
         else:
-            _column_pieces_norms(dest, pieces, local)
+            _column_pieces_norms(dest, pieces, local, backend)
         if index is not None:
             out[where.to(out.device)] = dest
     return out
 
 
 def _column_pieces_norms(
-    dest: torch.Tensor, pieces: list[Piece], local: torch.Tensor | None
+    dest: torch.Tensor, pieces: list[Piece], local: torch.Tensor | None, backend: str
 ) -> None:
     """Norms of rows split by columns over ``pieces``: ``sqrt(sum of the pieces' squares)``.
 
@@ -306,9 +283,9 @@ def _column_pieces_norms(
         total.zero_()
         for piece in pieces:
             if local is None:
-                _piece_norms(norms, piece.tensor[a:b], None, MEMORY_BUDGET_BYTES // 2)
+                _piece_norms(norms, piece.tensor[a:b], None, MEMORY_BUDGET_BYTES // 2, backend)
             else:
-                _piece_norms(norms, piece.tensor, local[a:b], MEMORY_BUDGET_BYTES // 2)
+                _piece_norms(norms, piece.tensor, local[a:b], MEMORY_BUDGET_BYTES // 2, backend)
             wide.copy_(norms)
             total.addcmul_(wide, wide)
         torch.sqrt(total, out=wide)

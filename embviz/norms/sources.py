@@ -1,7 +1,8 @@
 """Where tables come from: a module, a state dict, or the path of a torchsnapshot.
 
 Snapshot paths are read through `embviz.snapshots` (`snapshot_tables` for the names and shapes,
-`read_table` for one table), one table at a time and only the tables asked for.
+`read_table` for one table), one table at a time and only the tables asked for; statistics of
+row norms stream them instead (`embviz.norms.streaming`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Source:
     names: list[str]
     load: Any  # Callable[[str], weight]
     rows_of: Any  # Callable[[str], int]
+    path: str | None = None  # a snapshot's: its tables are streamed (`embviz.norms.streaming`)
 
 
 def _state_dict_tables(state: Mapping[str, Any], plain: bool = True) -> dict[str, Any]:
@@ -81,6 +83,7 @@ def open_source(source: Any) -> Source:
             names=[str(n) for n in tables.index],
             load=lambda name: read_table(path, name),
             rows_of=lambda name: int(tables.loc[name, "rows"]),
+            path=path,
         )
     if isinstance(source, torch.nn.Module):
         found = _state_dict_tables(source.state_dict(), plain=False)

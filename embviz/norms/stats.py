@@ -1,7 +1,8 @@
 """Distributions of row norms: per table, over checkpoints, and as histograms.
 
 `norm_stats` describes each table of a source, `norm_history` every finished checkpoint of a run,
-`norm_histogram` bins the norms (linear or log scale).
+`norm_histogram` bins the norms (linear or log scale). Snapshot tables are streamed in bounded
+blocks (`embviz.norms.streaming`): only their norms are held, so quantiles stay exact.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from embviz.norms.layout import table_layout
 from embviz.norms.rownorms import MEMORY_BUDGET_BYTES, row_norms
 from embviz.norms.sampling import exact_quantiles, sample_rows
 from embviz.norms.sources import Source, choose_tables, open_source
+from embviz.norms.streaming import snapshot_norms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,6 +196,19 @@ def norm_stats(
             raise unknown_tables(missing, init.names)
     records = []
     for name in tqdm(chosen, desc="row norms", unit="table", disable=not progress):
+        if src.path is not None and (init is None or init.path is not None):
+            # A snapshot: streamed in bounded blocks, holding only the norms.
+            norms, rows, unchanged = snapshot_norms(
+                src.path,
+                name,
+                sample,
+                seed,
+                None if init is None else init.path,
+                progress=progress,
+            )
+            records.append({"table": name, **_stats_row(norms, rows, unchanged)})
+            del norms
+            continue
         weight = src.load(name)
         norms, rows, index = _table_norms(weight, name, sample, seed)
         unchanged = None
@@ -228,8 +243,9 @@ def norm_history(
         As in `norm_stats`; the same rows are described at every step.
     initial : "first", source, or None
         ``"first"``: the first checkpoint (step 0 holds the initial values in the-algorithm-ml's
-        layout) gives ``unchanged_share``; its tables are kept in memory for the comparison.
-        Any `norm_stats` source works too. None: ``unchanged_share`` is NaN.
+        layout) gives ``unchanged_share``, read beside each step in bounded blocks. Any
+        `norm_stats` source works too (a module or state dict is held in memory). None:
+        ``unchanged_share`` is NaN.
     config : LargeEmbeddingsConfig, optional
         Gives the default ``tables``.
     steps : iterable of int, optional
@@ -272,10 +288,15 @@ def norm_history(
     if sample is not None:
         sample = check_positive_int("sample", sample)
     init_tables: dict[str, Any] = {}
+    init_path: str | None = None  # a snapshot of initial values, streamed beside each step
     if isinstance(initial, str) and initial == "first":
         init_path = str(checkpoints(save_dir)["path"].iloc[0])
-        for name in chosen:
-            init_tables[name] = read_table(init_path, name)
+    elif isinstance(initial, str | os.PathLike):
+        init = open_source(initial)
+        missing = [t for t in chosen if t not in init.names]
+        if missing:
+            raise unknown_tables(missing, init.names)
+        init_path = init.path
     elif initial is not None:
         init = open_source(initial)
         missing = [t for t in chosen if t not in init.names]
@@ -297,15 +318,17 @@ def norm_history(
                 )
             for name in chosen:
                 bar.set_postfix(step=int(step), table=name)
-                weight = read_table(path, name)
-                norms, rows, index = _table_norms(weight, name, sample, seed)
-                unchanged = None
-                if name in init_tables:
+                if name in init_tables:  # initial values held in memory: compare in memory
+                    weight = read_table(path, name)
+                    norms, rows, index = _table_norms(weight, name, sample, seed)
                     unchanged = _unchanged_rows(weight, init_tables[name], index, name)
+                    del weight
+                else:  # streamed in bounded blocks (with the initial snapshot beside it)
+                    norms, rows, unchanged = snapshot_norms(path, name, sample, seed, init_path)
                 records.append(
                     {"step": int(step), "table": name, **_stats_row(norms, rows, unchanged)}
                 )
-                del weight, norms
+                del norms
                 bar.update(1)
     finally:
         bar.close()
@@ -358,7 +381,10 @@ def norm_histogram(
     parts = []
     zero_rows: dict[str, int] = {}
     for name in tqdm(chosen, desc="histograms", unit="table", disable=not progress):
-        norms, _, _ = _table_norms(src.load(name), name, sample, seed)
+        if src.path is not None:
+            norms, _, _ = snapshot_norms(src.path, name, sample, seed, progress=progress)
+        else:
+            norms, _, _ = _table_norms(src.load(name), name, sample, seed)
         values = norms.double()
         zero_rows[name] = 0
         if scale == "log":

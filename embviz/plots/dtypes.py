@@ -185,7 +185,9 @@ def plot_dtype_savings(
             )
             for d in dtypes
         }
-        s_unit, s_scale = _unit(np.nanmax([np.nanmax(v) for v in values.values()]))
+        finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+        largest = float(finite.max()) if finite.size else 0.0
+        s_unit, s_scale = _unit(largest)
         bar = 0.8 / max(len(dtypes), 1)
         for i, dtype in enumerate(dtypes):
             offset = 0.4 - bar * (i + 0.5)
@@ -202,7 +204,7 @@ def plot_dtype_savings(
                 second.text(
                     0, position + offset, f" {dtype}: width refused", va="center", fontsize=6
                 )
-        second.set_xlim(0, np.nanmax([np.nanmax(v) for v in values.values()]) / s_scale * 1.05 or 1)
+        second.set_xlim(0, largest / s_scale * 1.05 or 1)
         second.set_xlabel(f"bytes served ({s_unit})")
         quantized = [d for d in ("int8", "int4", "int2") if d in dtypes]
         parts = ", ".join(
@@ -250,13 +252,15 @@ def plot_dtype_savings(
         panel_list.append(third)
 
     # One legend for all panels (fp16 has one colour everywhere), outside the last panel.
-    handles: dict[str, object] = {}
-    for each in panel_list:
-        for handle, label in zip(*each.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
+    from matplotlib.patches import Patch
+
+    # Patches of the bars' own colours (a dtype with no bar drawn would lend a default colour).
+    colours = {"current config": _CURRENT, "fp16": DTYPE_COLOURS["fp16"]}
+    if serving is not None:
+        colours.update({d: DTYPE_COLOURS[d] for d in _serving_dtypes(serving)})
+    handles = [Patch(color=colour, label=label) for label, colour in colours.items()]
     panel_list[-1].legend(
-        list(handles.values()),
-        list(handles.keys()),
+        handles=handles,
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         fontsize=8,

@@ -263,7 +263,9 @@ def _frame_html(frame: pd.DataFrame, quality: pd.DataFrame | None) -> str:
     from embviz.memory import human_bytes, totals
 
     sums = totals(frame)
-    quality_head = "".join(f"<th>{h}</th>" for h in _QUALITY_HEADERS) if quality is not None else ""
+    quality_head = (
+        "".join(f"<th>{h}</th>" for h in _QUALITY_HEADERS.values()) if quality is not None else ""
+    )
     head = (
         "<tr><th>table</th><th>config dtype</th><th>served as</th><th>bytes/row</th>"
         "<th>served</th><th>served (bytes)</th><th>unquantized</th><th>saved</th>"
@@ -295,7 +297,11 @@ def _frame_html(frame: pd.DataFrame, quality: pd.DataFrame | None) -> str:
         f"<td>{human_bytes(int(sums['unquantized_bytes']))}</td>"
         f"<td>{'-' if saved_all < 0 else ''}{human_bytes(abs(saved_all))}</td>{blank}</tr>"
     )
+    style = (
+        "<style>.embviz-serving-table td, .embviz-serving-table th {padding: 0.15em 0.6em; "
+        "text-align: right} .embviz-serving-table td:first-child {text-align: left}</style>"
+    )
     return (
-        "<table class='embviz-serving-table' style='border-collapse:collapse'>"
+        f"{style}<table class='embviz-serving-table' style='border-collapse:collapse'>"
         f"{head}{''.join(rows)}</table>"
     )
