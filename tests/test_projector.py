@@ -344,3 +344,17 @@ def test_cli_report_with_a_bad_snapshot_is_one_line(run_cli, tmp_path):
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and str(missing) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_widget_builds_for_every_colour():
+    weight = _planted(2_000)
+    counts = pd.Series(np.arange(2_000) % 50, dtype="int64")
+    cluster = pd.Series(np.where(np.arange(2_000) < 1_000, "a", "b"), name="cluster")
+    for projector, column in (
+        (Projector(weight, color="count", counts=counts), "log10(count + 1)"),
+        (Projector(weight, color=cluster), "cluster"),
+        (Projector(weight, color="drift", against=weight.flip(1)), "drift"),
+    ):
+        scatter = projector.widget.controls["scatter"]
+        assert scatter.color_title == column
+        assert projector.color in projector.widget.scatter.data().columns
