@@ -357,4 +357,4 @@ def test_widget_builds_for_every_colour():
     ):
         scatter = projector.widget.controls["scatter"]
         assert scatter.color_title == column
-        assert projector.color in projector.widget.scatter.data().columns
+        assert projector.color in projector.widget.controls["scatter"].data.columns
