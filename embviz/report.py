@@ -137,6 +137,10 @@ def write_report(
 
     if (gpus is None) != (hbm_gib is None):
         raise ReportError("gpus and hbm_gib go together: give both or neither")
+    if snapshot is not None:  # a wrong path fails before anything is written
+        from embviz.snapshots import resolve_snapshot
+
+        snapshot = resolve_snapshot(snapshot)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -254,23 +258,22 @@ def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str
     from embviz.norms import table_names
     from embviz.plots.projection import plot_projection_sample
     from embviz.projector import Projector
-    from embviz.snapshots import resolve_snapshot
 
-    path = resolve_snapshot(snapshot)
+    path = str(snapshot)
     held = table_names(path)
     wanted = [t for t in cfg.logged_tables if t in held] or held
     parts = [
         "<h2>Rows of the logged tables</h2>"
         f"<p class='note'>From <code>{html.escape(str(path))}</code>. Each table's rows placed by "
-        "the PCA of all its rows (<code>embviz.Projector</code>); the figure draws a sample of "
-        "its frame stratified by norm. <code>embviz.Projector</code> in a notebook shows every "
-        "row, interactively.</p>"
+        "the PCA of all its rows (<code>embviz.Projector</code>); each figure draws at most "
+        "20,000 of them, beyond that a sample stratified by norm (its title says which). "
+        "<code>embviz.Projector</code> in a notebook shows every row, interactively.</p>"
     ]
     for name in wanted:
         vocab = cfg.table(name).vocab if name in cfg.table_names else None
         if vocab is not None and not Path(vocab).exists():
             vocab = None
-        projector = Projector(path, name, vocab=vocab)
+        projector = Projector(path, name, vocab=vocab, progress=False)
         parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(projector.description)}</p>")
         figure = plot_projection_sample(projector, title=None)
         figure.axes[0].set_title(f"{name}: " + figure.axes[0].get_title(), fontsize=9)

@@ -544,7 +544,10 @@ class NormsPanel(widgets.VBox):
         self._projector = None  # let the previous table's view go first
         self._projection_box.children = []
         self._projector = Projector(
-            self._table_weight(), vocab=self._vocab(), max_points=self._projection_rows
+            self._table_weight(),
+            vocab=self._vocab(),
+            max_points=self._projection_rows,
+            progress=False,
         )
         self._data["projection"] = self._projector.frame
         self._projection_box.children = [self._projector.widget]
