@@ -83,8 +83,11 @@ from .placement import PlanError as PlanError
 from .placement import plan as plan
 from .placement_reasons import placement_reasons as placement_reasons
 from .plots import plot_dtype_savings as plot_dtype_savings
+from .plots import plot_health_history as plot_health_history
 from .plots import plot_memory as plot_memory
 from .plots import plot_placement as plot_placement
+from .plots import plot_row_drift as plot_row_drift
+from .plots import plot_spectrum as plot_spectrum
 from .projector import Projector as Projector
 from .quantization import dequantize as dequantize
 from .quantization import quantization_error as quantization_error
@@ -106,6 +109,15 @@ from .snapshots import checkpoints as checkpoints
 from .snapshots import read_table as read_table
 from .snapshots import save_snapshot as save_snapshot
 from .snapshots import snapshot_tables as snapshot_tables
+from .tabledrift import drift as drift
+from .tabledrift import drift_history as drift_history
+from .tabledrift import neighbour_purity as neighbour_purity
+from .tabledrift import row_drift as row_drift
+from .tablehealth import health as health
+from .tablehealth import health_history as health_history
+from .tablehealth import spectrum as spectrum
+from .tablehealth import spectrum_history as spectrum_history
+from .tablerows import HealthError as HealthError
 from .vocab import VocabError as VocabError
 from .vocab import collision_share as collision_share
 from .vocab import load_vocab as load_vocab

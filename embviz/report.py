@@ -169,7 +169,6 @@ def write_report(
         return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
     fit = gpu_fit(frame, gpus, hbm_gib) if gpus is not None and hbm_gib is not None else None
-    budget = fit.available_bytes if fit else None
     summary = (
         f"<p>{len(frame)} tables, {human_bytes(int(sums['total_bytes']))} in all "
         f"({int(sums['total_bytes']):,} bytes: weights {human_bytes(int(sums['weight_bytes']))}, "
@@ -178,7 +177,9 @@ def write_report(
         f"<code>{html.escape(str(frame['mode'].iloc[0]))}</code>.</p>"
     )
     sections.append("<h2>Memory per table</h2>" + summary + _memory_html(frame))
-    sections.append(save(plot_memory(frame, budget_bytes=budget), "memory.png"))
+    sections.append(
+        save(plot_memory(frame, hbm_bytes=fit.hbm_bytes if fit else None), "memory.png")
+    )
     sections.append(_fp16_html(frame))
     serving = serving_bytes(cfg)
     quality = _serving_quality(cfg, snapshot) if snapshot is not None else None

@@ -1,7 +1,8 @@
-"""CollectionEditor driven headless: set controls, click buttons, compare with the pure functions.
+"""CollectionEditor driven headless: set cells, send grid messages, compare with pure functions.
 
 Every expected number comes from `memory_table` / `gpu_fit` / the plot functions called directly
-on the config the editor should hold, never from the widget itself.
+on the config the editor should hold, never from the widget itself. The 2,000-table tests use
+tests/wide_config.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from wide_config import wide_config
 
 import embviz
 from embviz import DataType, Mode
@@ -54,33 +56,42 @@ def unescape(text: str) -> str:
 
 
 def is_marked(control) -> bool:
+    """A grid cell (`CellControl`: its ``error``) or a question widget (red border) is marked."""
+    if hasattr(control, "error"):
+        return bool(control.error)
     return bool(control.layout.border) and bool(control.tooltip)
 
 
 def drawn(fig: Figure) -> list:
-    """What a figure shows: bar geometry, line data and every text, per Axes."""
+    """What a figure shows, artist by artist: bars, lines, limits, ticks, texts, legend."""
     out = []
     for ax in fig.axes:
+        legend = ax.get_legend()
         out.append(
             (
-                [(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in ax.patches],
-                [line.get_xydata().tolist() for line in ax.lines],
-                # x tick positions depend on the Axes' size on screen, not on the data.
+                [
+                    (p.get_x(), p.get_y(), p.get_width(), p.get_height(), p.get_facecolor())
+                    for p in ax.patches
+                    if p.get_visible()
+                ],
+                [line.get_xydata().tolist() for line in ax.lines if line.get_visible()],
                 ax.get_xlim(),
+                ax.get_xscale(),
                 [t.get_text() for t in ax.get_yticklabels()],
-                [t.get_text() for t in ax.texts],
+                [(t.get_text(), t.get_position(), t.get_color()) for t in ax.texts],
                 ax.get_title(),
                 ax.get_xlabel(),
                 ax.get_ylabel(),
+                [t.get_text() for t in legend.get_texts()] if legend is not None else [],
             )
         )
     return out
 
 
-def direct_figures(frame: pd.DataFrame, budget_bytes: int) -> tuple[Figure, Figure]:
+def direct_figures(frame: pd.DataFrame, hbm_bytes: int) -> tuple[Figure, Figure]:
     """The same drawings made by calling the plot functions on fresh Axes of the same size."""
     memory = Figure(figsize=MEMORY_FIGSIZE, layout="constrained")
-    plot_memory(frame, ax=memory.add_subplot(), budget_bytes=budget_bytes, sort=True, max_tables=20)
+    plot_memory(frame, ax=memory.add_subplot(), hbm_bytes=hbm_bytes, sort=True, max_tables=20)
     dtype = Figure(figsize=DTYPE_FIGSIZE, layout="constrained")
     plot_dtype_savings(frame, ax=dtype.add_subplot(), max_tables=20)
     return memory, dtype
@@ -107,8 +118,8 @@ def test_starts_with_the_config_and_its_memory(editor, ranker):
     assert [editor.controls(t.name)["name"].value for t in ranker.tables] == ranker.table_names
     row = editor.controls("user_id")
     assert row["num_embeddings"].value == "100,000,000"
-    assert (row["embedding_dim"].value, row["data_type"].value) == (64, "fp16")
-    assert (row["optimizer"].value, row["lr"].value, row["log"].value) == ("sgd", 0.01, True)
+    assert (row["embedding_dim"].value, row["data_type"].value) == ("64", "fp16")
+    assert (row["optimizer"].value, row["lr"].value, row["log"].value) == ("sgd", "0.01", True)
     assert editor.controls("app_version")["log"].value is False
     assert set(row) == {
         "name",
@@ -147,7 +158,7 @@ def test_row_count_text_forms(editor, typed):
 
 def test_every_row_control_reaches_the_config(editor, ranker):
     row = editor.controls("country")
-    row["embedding_dim"].value = 32
+    row["embedding_dim"].value = "32"
     row["data_type"].value = "fp16"
     row["lr"].value = 0.5
     row["log"].value = True
@@ -185,34 +196,49 @@ def test_lr_edit_changes_config_but_not_memory(editor):
     editor.controls("topic")["lr"].value = 0.002
     assert editor.config.table("topic").optimizer.adam.lr == 0.002
     assert editor.memory is before  # same bytes: nothing recomputed downstream
+    editor.controls("topic")["lr"].value = "1e-3"  # typed text
+    assert editor.config.table("topic").optimizer.adam.lr == 0.001
 
 
 @pytest.fixture
 def plot_calls(monkeypatch) -> list[str]:
-    """Names of the plot functions called from now on (they still draw)."""
+    """Figure updates from now on: ``update_memory`` (in place) and ``plot_dtype_savings``."""
+    from embviz.plots.memory import MemoryPlot
+
     calls: list[str] = []
-    for name in ("plot_memory", "plot_dtype_savings"):
-        original = getattr(embviz.plots.memory, name)
+    update = MemoryPlot.update
 
-        def counted(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
+    def counted_update(self, *args, **kwargs):
+        calls.append("update_memory")
+        return update(self, *args, **kwargs)
 
-        monkeypatch.setattr(embviz.plots.memory, name, counted)
+    monkeypatch.setattr(MemoryPlot, "update", counted_update)
+    original = embviz.plots.memory.plot_dtype_savings
+
+    def counted(*args, **kwargs):
+        calls.append("plot_dtype_savings")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(embviz.plots.memory, "plot_dtype_savings", counted)
     return calls
 
 
-def test_an_edit_redraws_the_visible_figure_only(editor, ranker, plot_calls):
+def test_an_edit_updates_the_visible_figure_only_and_in_place(editor, ranker, plot_calls):
+    figure = editor.figures["memory"]
+    patches = list(figure.axes[0].patches)
+    plot_calls.clear()
     editor.controls("topic")["num_embeddings"].value = "5,000"
-    assert plot_calls == ["plot_memory"]
+    assert plot_calls == ["update_memory"]
+    # The same artists, moved: nothing cleared or made again.
+    assert list(editor.figures["memory"].axes[0].patches) == patches
     editor.outputs["tabs"].selected_index = 1  # fp32 vs fp16: drawn when opened
-    assert plot_calls == ["plot_memory", "plot_dtype_savings"]
+    assert plot_calls == ["update_memory", "plot_dtype_savings"]
     editor.outputs["tabs"].selected_index = 1
     editor.controls("topic")["lr"].value = 0.5  # no byte changes: nothing to redraw
     editor.settings["hbm_gib"].value = 40  # the budget line is on the memory figure only
-    assert plot_calls == ["plot_memory", "plot_dtype_savings"]
+    assert plot_calls == ["update_memory", "plot_dtype_savings"]
     editor.outputs["tabs"].selected_index = 0
-    assert plot_calls == ["plot_memory", "plot_dtype_savings", "plot_memory"]
+    assert plot_calls == ["update_memory", "plot_dtype_savings", "update_memory"]
     assert_outputs_match(editor, editor.config, hbm_gib=40)
 
 
@@ -228,7 +254,7 @@ def test_in_a_kernel_the_figure_waits_for_a_pause_in_typing(ranker, plot_calls):
             assert shown_total(editor) == totals(memory_table(expected))["total_bytes"]
         assert plot_calls == []
         await asyncio.sleep(0.5)
-        assert plot_calls == ["plot_memory"]
+        assert plot_calls == ["update_memory"]
         return editor
 
     editor = asyncio.run(type_then_pause())
@@ -246,8 +272,10 @@ def test_in_a_kernel_the_figure_waits_for_a_pause_in_typing(ranker, plot_calls):
         ("num_embeddings", "1.5", "num_embeddings", "must be an integer, got '1.5' (str)"),
         ("num_embeddings", "", "num_embeddings", "must be an integer, got '' (str)"),
         ("embedding_dim", 0, "embedding_dim", "must be > 0, got 0"),
-        ("embedding_dim", -8, "embedding_dim", "must be > 0, got -8"),
+        ("embedding_dim", "-8", "embedding_dim", "must be > 0, got -8"),
+        ("embedding_dim", "wide", "embedding_dim", "must be an integer, got 'wide' (str)"),
         ("lr", -0.1, "optimizer.adam.lr", "must be >= 0, got -0.1"),
+        ("lr", "fast", "optimizer.adam.lr", "must be a number, got 'fast' (str)"),
         ("name", "  ", "name", "must not be empty"),
     ],
 )
@@ -260,7 +288,7 @@ def test_invalid_input_is_marked_and_the_last_valid_config_kept(
     index = ranker.table_names.index("topic")
     assert editor.error == f"tables[{index}].{location}: {message}"
     # Marked at the control, said in the row and the status line, typed text kept.
-    assert is_marked(control) and message in control.tooltip
+    assert is_marked(control) and message in control.error
     assert control.value == value
     row_name = value if field == "name" else "topic"
     assert message in unescape(editor.row_message(row_name).value)
@@ -322,7 +350,7 @@ def test_invalid_row_does_not_hide_a_duplicate_name_elsewhere(editor, ranker):
 
 
 def test_unfused_dim_is_a_warning_not_an_error(editor, ranker):
-    editor.controls("topic")["embedding_dim"].value = 30
+    editor.controls("topic")["embedding_dim"].value = "30"
     assert editor.error == ""
     assert editor.config.table("topic").embedding_dim == 30
     assert "not a multiple of 4" in editor.row_message("topic").value
@@ -371,7 +399,7 @@ def test_hidden_fields_survive_every_edit(rich):
     editor = CollectionEditor(rich)
     row = editor.controls("pretrained_user")
     row["num_embeddings"].value = "8000"
-    row["embedding_dim"].value = 16
+    row["embedding_dim"].value = "16"
     row["data_type"].value = "fp16"
     row["lr"].value = 0.004
     row["optimizer"].value = "sgd"  # betas/eps are adam's: gone while sgd, back with adam
@@ -687,3 +715,336 @@ def test_interactive_figures_leave_the_users_matplotlib_backend_alone():
     figure, _ = plt.subplots()
     plt.close(figure)
     assert "ipympl" not in type(figure.canvas).__module__
+
+
+def assert_consistent(editor) -> None:
+    """`memory` is `memory_table` of `config`, and the shown total is its total."""
+    frame = memory_table(editor.config)
+    pd.testing.assert_frame_equal(editor.memory, frame)
+    assert shown_total(editor) == totals(frame)["total_bytes"]
+
+
+@pytest.mark.parametrize("error", [OverflowError, RuntimeError, ValueError])
+def test_any_exception_inside_an_edit_keeps_config_and_memory_and_says_so(
+    editor, ranker, monkeypatch, error
+):
+    """Issue 11: an exception inside a callback never leaves `error` empty with config and
+    memory disagreeing: the last valid config is kept and the error shown at the cell."""
+
+    def broken(*args, **kwargs):
+        raise error("raised inside memory_table")
+
+    monkeypatch.setattr(embviz.memory, "memory_table", broken)
+    control = editor.controls("topic")["num_embeddings"]
+    control.value = "123"
+    assert editor.error
+    assert "raised inside memory_table" in editor.error
+    assert editor.error.startswith(f"tables[{ranker.table_names.index('topic')}].num_embeddings")
+    assert "raised inside memory_table" in control.error  # marked at the cell
+    assert editor.config == ranker
+    monkeypatch.undo()
+    assert_consistent(editor)
+    control.value = "124"
+    assert editor.error == ""
+    assert editor.config.table("topic").num_embeddings == 124
+    assert_consistent(editor)
+
+
+def test_an_exception_while_showing_the_rows_keeps_the_pair_consistent(editor, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("grid is broken")
+
+    monkeypatch.setattr(editor.grid, "patch", broken)
+    editor.controls("topic")["num_embeddings"].value = "5,000"
+    assert "grid is broken" in editor.error
+    assert editor.config.table("topic").num_embeddings == 5000  # validated and adopted
+    assert_consistent(editor)
+    monkeypatch.undo()
+    editor.controls("topic")["num_embeddings"].value = "6,000"
+    assert editor.error == ""
+    assert_consistent(editor)
+
+
+@pytest.mark.parametrize(
+    ("rows", "dim"),
+    [
+        (10**30, 64),  # past int64 itself: numpy would raise OverflowError
+        (2**62, 64),  # fits int64, but its bytes would wrap
+        (2**58, 8),  # 2**61 cells x 12 bytes (fp32 + Adam's state) wraps
+    ],
+)
+def test_row_counts_past_int64_are_refused_at_the_cell(editor, ranker, rows, dim):
+    row = editor.controls("topic")
+    row["embedding_dim"].value = str(dim)
+    row["num_embeddings"].value = f"{rows:,}"
+    assert "past what int64 byte counts hold" in editor.error
+    assert "past what int64" in row["num_embeddings"].error
+    assert editor.config.table("topic").embedding_dim == dim
+    assert editor.config.table("topic").num_embeddings == 100_000
+    assert_consistent(editor)
+    assert (editor.memory["total_bytes"] > 0).all()
+
+
+def test_a_total_past_int64_is_refused(ranker):
+    cfg = embviz.LargeEmbeddingsConfig(tables=ranker.tables[:3])
+    editor = CollectionEditor(cfg)
+    names = cfg.table_names
+    # Each table alone fits int64 (2**58 x 1 x 12 bytes, fp32 + Adam, about 3.5e18 bytes);
+    # two together (6.9e18) too; all three (1.04e19) do not.
+    for name in names:
+        editor.controls(name)["embedding_dim"].value = "4"
+        editor.controls(name)["optimizer"].value = "adam"
+        editor.controls(name)["data_type"].value = "fp32"
+    editor.controls(names[0])["num_embeddings"].value = f"{2**56:,}"
+    editor.controls(names[1])["num_embeddings"].value = f"{2**56:,}"
+    assert editor.error == ""
+    assert editor.memory["total_bytes"].iloc[:2].tolist() == [3 * 4 * 4 * 2**56] * 2
+    before = editor.config
+    editor.controls(names[2])["num_embeddings"].value = f"{2**56:,}"
+    assert "total bytes would pass int64" in editor.error
+    assert "total bytes would pass int64" in editor.controls(names[2])["num_embeddings"].error
+    assert editor.config == before
+    assert_consistent(editor)
+    editor.controls(names[2])["num_embeddings"].value = "1,000"
+    assert editor.error == ""
+    assert_consistent(editor)
+
+
+# --------------------------------------------------------------------------- the grid widget
+
+
+def grid_messages(editor, monkeypatch) -> list:
+    sent: list = []
+    monkeypatch.setattr(editor.grid, "send", lambda content, buffers=None: sent.append(content))
+    return sent
+
+
+def browser_edit(editor, table: str, field: str, text) -> None:
+    """What the grid's JavaScript sends when a cell is typed into."""
+    row_id = next(r["id"] for r in editor.grid.rows if r["values"]["name"] == table)
+    message = {"type": "edit", "table": table, "row": row_id, "field": field, "text": text}
+    editor.grid._on_message(editor.grid, message, [])
+
+
+def test_the_grid_holds_every_row_as_data(editor, ranker):
+    rows = editor.grid.rows
+    assert [r["values"]["name"] for r in rows] == ranker.table_names
+    frame = memory_table(ranker)
+    for row, (_, record) in zip(rows, frame.iterrows(), strict=True):
+        assert row["bytes"]["total_bytes"][0] == str(record["total_bytes"])
+        assert row["bytes"]["weight_bytes"][0] == str(record["weight_bytes"])
+        assert row["values"]["num_embeddings"] == f"{record['num_embeddings']:,}"
+        assert row["errors"] == {}
+    assert editor.grid.view == [r["id"] for r in rows]
+    # One widget for all the rows: no widget per cell.
+    assert len(editor.grid.columns) > 10
+
+
+def test_a_browser_edit_is_validated_in_python_and_patched_back(editor, ranker, monkeypatch):
+    sent = grid_messages(editor, monkeypatch)
+    browser_edit(editor, "topic", "num_embeddings", "2,000,000")
+    expected = replace_table(ranker, "topic", num_embeddings=2_000_000)
+    assert editor.config == expected and editor.error == ""
+    assert_consistent(editor)
+    (patch,) = sent
+    (row,) = patch["rows"]
+    assert patch["type"] == "patch" and row["values"]["name"] == "topic"
+    total = memory_table(expected).loc["topic", "total_bytes"]
+    assert row["bytes"]["total_bytes"][0] == str(total)
+    assert editor.grid.row(row["id"]) == row  # Python's copy, for views opened later
+
+    browser_edit(editor, "topic", "num_embeddings", "2,000,000x")
+    row = sent[-1]["rows"][0]
+    message = "must be an integer, got '2,000,000x' (str)"
+    assert message in row["errors"]["num_embeddings"]
+    assert message in row["message"]
+    assert row["bytes"]["total_bytes"][0] == str(total)  # last valid bytes kept
+    assert editor.config == expected
+
+
+def test_a_duplicate_name_patches_both_rows(editor, monkeypatch):
+    sent = grid_messages(editor, monkeypatch)
+    browser_edit(editor, "country", "name", "language")
+    marked = [r for r in sent[-1]["rows"] if "name" in r["errors"]]
+    assert len(marked) == 2
+    browser_edit(editor, "language", "name", "country")
+    assert all(r["errors"] == {} for r in sent[-1]["rows"])
+    assert editor.error == ""
+
+
+def test_browser_actions_and_header_sort(editor, ranker):
+    row_id = next(r["id"] for r in editor.grid.rows if r["values"]["name"] == "topic")
+    editor.grid._on_message(
+        editor.grid, {"type": "action", "action": "times10", "row": row_id, "table": "topic"}, []
+    )
+    assert editor.config.table("topic").num_embeddings == 1_000_000
+    editor.grid._on_message(editor.grid, {"type": "sort", "by": "name"}, [])
+    assert editor.shown == sorted(ranker.table_names)
+    editor.grid._on_message(editor.grid, {"type": "sort", "by": "name"}, [])  # again: Z-A
+    assert editor.shown == sorted(ranker.table_names, reverse=True)
+    assert editor.grid.sort == ["name", False]
+
+
+# --------------------------------------------------------------------------- find and bulk edits
+
+
+def test_search_sort_filter(editor, ranker):
+    frame = memory_table(ranker)
+    assert editor.search("USER") == ["user_id", "user_follows_hashed"]
+    assert editor.find_controls["search"].value == "USER"
+    editor.search("")
+    by_total = frame.sort_values("total_bytes", ascending=False).index.tolist()
+    assert editor.sort_by("total_bytes") == by_total
+    assert editor.sort_by("total_bytes", ascending=True) == by_total[::-1]
+    assert editor.sort_by("num_embeddings")[0] == frame["num_embeddings"].idxmax()
+    assert editor.filter(logged=True) == [
+        n
+        for n in frame.sort_values("num_embeddings", ascending=False).index
+        if frame.loc[n, "logged"]
+    ]
+    editor.sort_by("config")
+    assert editor.filter(logged=False) == [
+        n for n in ranker.table_names if not frame.loc[n, "logged"]
+    ]
+    # Over budget: larger than one GPU's usable memory (16 GiB less the planner's 15%).
+    usable = int(16 * GIB * 0.85)
+    assert editor.usable_bytes == usable
+    over = [n for n in ranker.table_names if frame.loc[n, "total_bytes"] > usable]
+    assert editor.filter(over_budget=True) == over
+    assert editor.filter() == ranker.table_names
+    with pytest.raises(embviz.ArgumentError, match="cannot sort by 'colour'"):
+        editor.sort_by("colour")
+
+
+def test_select_and_bulk_set_dtype_and_optimizer(editor, ranker):
+    editor.search("_id")
+    shown = editor.shown
+    assert editor.select() == [n for n in ranker.table_names if n in shown]
+    assert editor.bulk_set(None, "data_type", "fp16") == len(shown)
+    expected = ranker.model_copy(
+        update={
+            "tables": [
+                t.model_copy(update={"data_type": DataType.FP16}) if t.name in shown else t
+                for t in ranker.tables
+            ]
+        }
+    )
+    assert editor.config == expected and editor.error == ""
+    assert_consistent(editor)
+    assert editor.bulk_set(["topic", "country"], "optimizer", "adagrad") == 2
+    assert (
+        editor.config.table("topic").optimizer.adagrad.lr == ranker.table("topic").optimizer.adam.lr
+    )
+    assert_consistent(editor)
+    editor.select([])
+    editor.search("")
+    assert editor.selected == []
+    with pytest.raises(embviz.ArgumentError, match="cannot be bulk-set"):
+        editor.bulk_set(None, "name", "x")
+
+
+def test_bulk_set_invalid_marks_every_row(editor, ranker):
+    editor.bulk_set(["topic", "country"], "embedding_dim", "0")
+    assert len(editor.error.splitlines()) == 2
+    assert editor.config == ranker
+
+
+def test_scale_rows(editor, ranker):
+    assert editor.scale_rows(["topic", "country"], 2.5) == 2
+    assert editor.config.table("topic").num_embeddings == round(100_000 * 2.5)
+    assert editor.controls("topic")["num_embeddings"].value == "250,000"
+    assert editor.config.table("country").num_embeddings == round(
+        ranker.table("country").num_embeddings * 2.5
+    )
+    assert_consistent(editor)
+    editor.find_controls["factor"].value = "0.5"
+    editor.select(["topic"])
+    editor.buttons["bulk_scale"].click()
+    assert editor.config.table("topic").num_embeddings == 125_000
+    with pytest.raises(embviz.ArgumentError, match="factor"):
+        editor.scale_rows(None, 0)
+
+
+def test_bulk_buttons_use_the_selection(editor, ranker):
+    editor.select(["topic"])
+    editor.find_controls["dtype"].value = "fp16"
+    editor.buttons["bulk_dtype"].click()
+    assert editor.config.table("topic").data_type == DataType.FP16
+    assert editor.config.table("country").data_type == ranker.table("country").data_type
+
+
+# --------------------------------------------------------------------------- 2,000 tables
+
+
+@pytest.fixture(scope="module")
+def wide() -> embviz.LargeEmbeddingsConfig:
+    return wide_config(2000)
+
+
+@pytest.fixture(scope="module")
+def wide_editor(wide) -> CollectionEditor:
+    return CollectionEditor(wide, gpus=8, hbm_gib=80, interactive_figures=False)
+
+
+def test_2000_tables_one_widget_exact_memory(wide_editor, wide):
+    editor = wide_editor
+    assert len(editor.grid.rows) == 2000 and editor.error == ""
+    pd.testing.assert_frame_equal(editor.memory, memory_table(wide))
+    table = wide.tables[1234].name
+    editor.controls(table)["num_embeddings"].value = "2,000,000"
+    expected = replace_table(wide, table, num_embeddings=2_000_000)
+    assert editor.config == expected
+    assert_consistent(editor)
+    assert editor.fit == gpu_fit(memory_table(expected), 8, 80)
+    memory_fig, _ = direct_figures(editor.memory, 80 * GIB)
+    assert drawn(editor.figures["memory"]) == drawn(memory_fig)
+    labels = [t.get_text() for t in editor.figures["memory"].axes[0].get_yticklabels()]
+    assert len(labels) == 20 and "(1981 others)" in labels
+    editor.controls(table)["num_embeddings"].value = f"{wide.tables[1234].num_embeddings:,}"
+    assert editor.config == wide
+
+
+def test_2000_tables_find_and_bulk(wide_editor, wide):
+    editor = wide_editor
+    frame = memory_table(wide)
+    found = editor.search("geo_bucket")
+    assert found == [n for n in wide.table_names if "geo_bucket" in n] and found
+    editor.search("")
+    assert editor.sort_by("total_bytes")[:5] == frame["total_bytes"].nlargest(5).index.tolist()
+    over = editor.filter(over_budget=True)
+    assert over == [
+        n
+        for n in frame.sort_values("total_bytes", ascending=False).index
+        if frame.loc[n, "total_bytes"] > int(80 * GIB * 0.85)
+    ]
+    editor.filter()
+    editor.sort_by("config")
+    fp32 = [t.name for t in wide.tables[:300] if t.data_type == DataType.FP32]
+    assert editor.bulk_set(fp32, "data_type", "fp16") == len(fp32)
+    assert_consistent(editor)
+    assert editor.bulk_set(fp32, "data_type", "fp32") == len(fp32)
+    assert editor.config == wide
+
+
+def test_editor_path_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from wide_config import wide_config\n"
+        "from embviz.widgets import CollectionEditor\n"
+        "e = CollectionEditor(wide_config(300))\n"
+        "e.controls(e.config.tables[5].name)['num_embeddings'].value = '1,000'\n"
+        "e.sort_by('total_bytes'); e.bulk_set(e.search('user'), 'data_type', 'fp16')\n"
+        "e.figures\n"
+        "assert e.error == '', e.error\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchrec', 'fbgemm_gpu')))\n"
+    )
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

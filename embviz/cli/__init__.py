@@ -17,6 +17,7 @@ __all__ = ["main"]
 
 # Subcommand modules, in the order `embviz --help` lists them.
 SUBCOMMANDS = ["validate", "schema", "report", "build", "snapshot", "memory", "plan", "norms"]
+SUBCOMMANDS += ["health", "drift"]  # embviz.tablehealth, embviz.tabledrift
 
 
 def build_parser() -> argparse.ArgumentParser:

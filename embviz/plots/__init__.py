@@ -7,6 +7,7 @@ They return the Figure, never compute bytes or statistics themselves, and never 
 from __future__ import annotations
 
 from embviz.plots.dtypes import plot_dtype_savings
+from embviz.plots.health import plot_health_history, plot_row_drift, plot_spectrum
 from embviz.plots.memory import OKABE_ITO, plot_memory, plot_placement
 from embviz.plots.norms import (
     plot_fp16_tradeoff,
@@ -20,6 +21,7 @@ __all__: list[str] = [
     "OKABE_ITO",
     "plot_dtype_savings",
     "plot_fp16_tradeoff",
+    "plot_health_history",
     "plot_memory",
     "plot_norm_bands",
     "plot_norm_histograms",
@@ -27,4 +29,6 @@ __all__: list[str] = [
     "plot_placement",
     "plot_projection",
     "plot_projection_sample",
+    "plot_row_drift",
+    "plot_spectrum",
 ]

@@ -1,27 +1,32 @@
 """Memory figures: bytes per table and bytes per rank of a plan (dtypes: `embviz.plots.dtypes`).
 
 Every function draws on the Axes it is given (or a new Figure sized for the data), clears that
-Axes first, touches no other Axes, and returns the Figure. To update a figure in place (a
-widget), call the same function again with the same ``ax`` and then ``fig.canvas.draw_idle()``:
-nothing accumulates between calls. That clear-and-redraw is the update path (there are no
-``update_*`` functions): on the development machine it takes about 0.15 s for the ranker's 12
-tables (matplotlib's tick and patch set-up; at most ``max_tables`` bars are drawn whatever the
-config size), so call it when the data changed, not on every event.
+Axes first, touches no other Axes, and returns the Figure. The memory figure can also be updated
+in place: `MemoryPlot` keeps its artists and `MemoryPlot.update` only moves bars, texts, the budget
+line and the limits (then call ``fig.canvas.draw_idle()``); `plot_memory` is that same update on
+fresh artists, so both draw the same thing. The other figures are redrawn by calling the same
+function again with the same ``ax``.
 
-Bars are horizontal so that table names stay legible; lengths are in one binary unit per
-figure (named on the axis) and equal the DataFrame's exact bytes divided by that unit. Colours
+Bars are horizontal so that table names stay legible. The memory figure is on a log2 bytes axis
+(small tables show beside huge ones) with bar ends at the DataFrame's exact bytes; the others
+use one binary unit per figure (named on the axis), lengths equal to the bytes in that unit. Colours
 are from the Okabe-Ito colour-blind-safe palette. No bytes are computed here: the numbers come
 from `embviz.memory` and `embviz.placement`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from embviz.errors import ArgumentError
 from embviz.memory import (
+    PLANNER_RESERVED_FRACTION,
     binary_unit,
     compact_bytes,
     human_bytes,
@@ -36,8 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OKABE_ITO",
+    "MemoryPlot",
     "plot_memory",
     "plot_placement",
+    "usable_bytes",
 ]
 
 # Okabe & Ito (2008), colour-blind safe; black last.
@@ -52,6 +59,7 @@ OKABE_ITO: dict[str, str] = {
     "black": "#000000",
 }
 _GREY = "#999999"
+_LIGHT_GREY = "#cccccc"
 _WEIGHTS = OKABE_ITO["blue"]
 _STATE = OKABE_ITO["orange"]
 _FP32 = OKABE_ITO["sky_blue"]
@@ -113,6 +121,162 @@ def _mode_text(frame: pd.DataFrame) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _log2_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Powers of two between ``low`` and ``high``, at most ``most`` of them, evenly spaced."""
+    first, last = math.floor(math.log2(low)), math.ceil(math.log2(high))
+    step = next((s for s in (1, 2, 5, 10, 20) if (last - first) / s <= most), 20)
+    start = math.ceil(first / step) * step
+    return [2.0**k for k in range(start, last + 1, step) if low <= 2.0**k <= high]
+
+
+def usable_bytes(hbm_bytes: int, reserved_fraction: float = PLANNER_RESERVED_FRACTION) -> int:
+    """One GPU's memory the planner may fill: ``hbm_bytes`` less its reservation (floored)."""
+    return int(hbm_bytes * (1 - reserved_fraction))
+
+
+class MemoryPlot:
+    """The artists of `plot_memory`, made once on an Axes and then updated in place.
+
+    `update` sets the bars' extents, the labels, the texts, the budget line and the limits, so
+    a widget can call it after every edit and then ``draw_idle``: nothing is cleared or made
+    again unless the number of bars changes. `plot_memory` is ``MemoryPlot(ax).update(...)``,
+    so a figure updated in place shows exactly what a fresh `plot_memory` call draws.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Cleared, then owned by this object.
+    max_tables : int
+        Bars at most: the largest ``max_tables - 1`` tables and one ``"(k others)"`` bar.
+    """
+
+    def __init__(self, ax: Axes, max_tables: int = MAX_TABLES):
+        self.ax = ax
+        self.max_tables = max_tables
+        self._bars = -1
+        self._legend_key: tuple[str, ...] = ()
+        self.weights: Any = None
+        self.state: Any = None
+        self.texts: list[Any] = []
+        self.budget_line: Any = None
+        self.reservation: Any = None
+
+    def _build(self, bars: int) -> None:
+        ax = self.ax
+        ax.clear()
+        y = np.arange(bars)[::-1]
+        ones = np.ones(bars)
+        self.weights = ax.barh(y, ones, left=ones, color=_WEIGHTS, label="weights", height=0.7)
+        self.state = ax.barh(y, ones, left=ones, color=_STATE, label="optimizer state", height=0.7)
+        size = _label_size(bars)
+        self.texts = [
+            ax.text(1, position, "", va="center", ha="left", fontsize=size - 1) for position in y
+        ]
+        self.reservation = ax.axvspan(
+            1, 2, facecolor=_GREY, alpha=0.25, hatch="//", edgecolor=_GREY, linewidth=0
+        )
+        self.budget_line = ax.axvline(1, color=_LIMIT, linestyle="--", linewidth=1.5)
+        ax.set_xscale("log", base=2)
+        ax.set_yticks(y)
+        ax.set_ylim(-0.6, bars - 0.4)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: compact_bytes(x)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+        self._bars = bars
+        self._legend_key = ()
+
+    def update(
+        self,
+        frame: pd.DataFrame,
+        *,
+        hbm_bytes: int | None = None,
+        reserved_fraction: float = PLANNER_RESERVED_FRACTION,
+        budget_bytes: int | None = None,
+        sort: bool = True,
+    ) -> Figure:
+        """Show ``frame`` (a `memory_table`); see `plot_memory` for the parameters."""
+        if hbm_bytes is not None and budget_bytes is not None:
+            raise ArgumentError("budget_bytes", "give hbm_bytes or budget_bytes, not both")
+        shown = largest_tables(frame, self.max_tables)
+        if sort:
+            shown = shown.sort_values("total_bytes", ascending=False, kind="stable")
+        if len(shown) != self._bars:
+            self._build(len(shown))
+        ax = self.ax
+        weights = shown["weight_bytes"].to_numpy(dtype=np.float64)
+        state = shown["optimizer_bytes"].to_numpy(dtype=np.float64)
+        totals = shown["total_bytes"].to_numpy(dtype=np.int64)
+        usable = None
+        if hbm_bytes is not None:
+            usable = usable_bytes(hbm_bytes, reserved_fraction)
+        elif budget_bytes is not None:
+            usable = int(budget_bytes)
+        top = max(float(totals.max(initial=1)), float(hbm_bytes or usable or 1))
+        # A floor a little under the smallest weights, so every bar shows, on a power of 2.
+        smallest = float(weights.min()) if len(weights) else 1.0
+        floor = 2.0 ** math.floor(math.log2(max(8.0, smallest) / 8))
+        # The "(k others)" bar sums many tables: grey, and never marked over the budget.
+        others = np.array([str(name).endswith(" others)") for name in shown.index])
+        for patch, w, other in zip(self.weights.patches, weights, others, strict=True):
+            patch.set_x(floor)
+            patch.set_width(w - floor)
+            patch.set_facecolor(_GREY if other else _WEIGHTS)
+        for patch, w, s, other in zip(self.state.patches, weights, state, others, strict=True):
+            patch.set_x(w)
+            patch.set_width(s)
+            patch.set_facecolor(_LIGHT_GREY if other else _STATE)
+        for text, total, other in zip(self.texts, totals, others, strict=True):
+            text.set_x(float(total))
+            text.set_text(f" {human_bytes(int(total))}")
+            over = usable is not None and total > usable and not other
+            text.set_color(_LIMIT if over else "black")
+        ax.set_yticklabels([str(name) for name in shown.index], fontsize=_label_size(len(shown)))
+        legend = ["weights", "optimizer state"]
+        self.budget_line.set_visible(usable is not None)
+        self.reservation.set_visible(hbm_bytes is not None)
+        if usable is not None:
+            self.budget_line.set_xdata([usable, usable])
+        if hbm_bytes is not None and usable is not None:
+            self.reservation.set_x(usable)
+            self.reservation.set_width(hbm_bytes - usable)
+            self.budget_line.set_label(
+                f"one GPU: {compact_bytes(usable)} usable of {compact_bytes(hbm_bytes)}"
+            )
+            self.reservation.set_label(f"planner's {reserved_fraction:.0%} reservation")
+            legend += [self.budget_line.get_label(), self.reservation.get_label()]
+        elif usable is not None:
+            self.budget_line.set_label(f"budget {compact_bytes(usable)}")
+            legend.append(self.budget_line.get_label())
+        ax.set_xlim(floor, top * 2.0**2.5)  # room on the right for the total texts
+        ax.xaxis.set_major_locator(FixedLocator(_log2_ticks(floor, top * 2.0**2.5)))
+        ax.set_xlabel("bytes per table (log2 scale)")
+        total = int(frame["total_bytes"].sum())
+        title = f"Memory per table{_mode_text(frame)}: {human_bytes(total)} in {len(frame)} tables"
+        if hbm_bytes is not None:
+            over = int((frame["total_bytes"] > usable).sum())
+            title += f"\nbudget: one GPU's usable memory; {over} over it (need sharding)"
+        ax.set_title(title, fontsize=11)
+        if tuple(legend) != self._legend_key:
+            # Proxies: the bars' own colours vary (the "others" bar is grey).
+            handles = [Patch(color=_WEIGHTS), Patch(color=_STATE)]
+            if usable is not None:
+                handles.append(self.budget_line)
+            if hbm_bytes is not None:
+                handles.append(self.reservation)
+            ax.legend(
+                handles,
+                legend,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.1),
+                ncol=2,
+                fontsize=8,
+                frameon=False,
+            )
+            self._legend_key = tuple(legend)
+        return ax.get_figure()  # type: ignore[return-value]
+
+
 def plot_memory(
     frame: pd.DataFrame,
     ax: Axes | None = None,
@@ -120,8 +284,15 @@ def plot_memory(
     sort: bool = True,
     *,
     max_tables: int = MAX_TABLES,
+    hbm_bytes: int | None = None,
+    reserved_fraction: float = PLANNER_RESERVED_FRACTION,
 ) -> Figure:
-    """Weights and optimizer state per table, stacked horizontal bars.
+    """Weights and optimizer state per table, stacked horizontal bars on a log2 bytes axis.
+
+    The budget has one meaning: one GPU's memory that torchrec's planner may fill, ``hbm_bytes``
+    less its reservation for the dense model (`PLANNER_RESERVED_FRACTION`, shaded). A table
+    past that line fits only when row- or column-wise sharded; its total is written in red.
+    The axis is log2 so that tables of a few KiB show beside tables of tens of GiB.
 
     Parameters
     ----------
@@ -130,61 +301,33 @@ def plot_memory(
     ax : matplotlib Axes, optional
         Drawn on after clearing it; a new Figure when None.
     budget_bytes : int, optional
-        Draws a vertical line there (e.g. one GPU's memory) and names it.
+        A plain budget line at these bytes (kept for older calls; prefer ``hbm_bytes``).
     sort : bool
         Largest table on top; config order (first on top) otherwise.
     max_tables : int
         Beyond this many tables, the largest ``max_tables - 1`` are drawn and the rest summed
         into one ``"(k others)"`` bar.
+    hbm_bytes : int, optional
+        One GPU's memory: draws the usable part as the budget line and the reservation.
+    reserved_fraction : float
+        The planner's reservation (torchrec's default, 15%).
 
     Returns
     -------
     matplotlib.figure.Figure
-        Bars (``ax.containers``): weights first, then optimizer state; lengths in the unit
-        named on the x axis. Each bar is labelled with its table's total.
+        Bars (``ax.containers``): weights first (from the axis floor to the weight bytes), then
+        optimizer state (from the weight bytes to the total), in bytes. Each bar is labelled
+        with its table's total. To update it in place, use `MemoryPlot`.
     """
-    shown = largest_tables(frame, max_tables)
-    if sort:
-        shown = shown.sort_values("total_bytes", ascending=False, kind="stable")
-    fig, ax = _axes(ax, len(shown))
-    unit, scale = _unit(shown["total_bytes"].max(), budget_bytes or 0)
-    # First row on top: barh draws from the bottom, so positions count down.
-    y = np.arange(len(shown))[::-1]
-    weights = shown["weight_bytes"].to_numpy(dtype=np.float64) / scale
-    state = shown["optimizer_bytes"].to_numpy(dtype=np.float64) / scale
-    ax.barh(y, weights, color=_WEIGHTS, label="weights", height=0.7)
-    ax.barh(y, state, left=weights, color=_STATE, label="optimizer state", height=0.7)
-    size = _label_size(len(shown))
-    ax.set_yticks(y, [str(name) for name in shown.index], fontsize=size)
-    for position, total in zip(y, shown["total_bytes"], strict=True):
-        ax.text(
-            total / scale,
-            position,
-            f" {human_bytes(int(total))}",
-            va="center",
-            ha="left",
-            fontsize=size - 1,
-        )
-    right = max(float((weights + state).max(initial=0)), 0.0)
-    if budget_bytes is not None:
-        ax.axvline(
-            budget_bytes / scale,
-            color=_LIMIT,
-            linestyle="--",
-            linewidth=1.5,
-            label=f"budget {compact_bytes(budget_bytes)}",
-        )
-        right = max(right, budget_bytes / scale)
-    ax.set_xlim(0, right * 1.22 if right > 0 else 1)
-    ax.set_xlabel(f"bytes ({unit})")
-    total = int(frame["total_bytes"].sum())
-    ax.set_title(
-        f"Memory per table{_mode_text(frame)}: {human_bytes(total)} in {len(frame)} tables",
-        fontsize=11,
+    shown = min(len(frame), max_tables)
+    fig, ax = _axes(ax, shown)
+    MemoryPlot(ax, max_tables).update(
+        frame,
+        hbm_bytes=hbm_bytes,
+        reserved_fraction=reserved_fraction,
+        budget_bytes=budget_bytes,
+        sort=sort,
     )
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_axisbelow(True)
     return fig
 
 

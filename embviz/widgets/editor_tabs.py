@@ -1,0 +1,197 @@
+"""The editor's figure tabs: memory per table (updated in place), fp32 vs fp16, placement.
+
+The memory figure is a `MemoryPlot`: after an edit its bars, texts, budget line and limits are
+moved and the canvas asked to ``draw_idle``; nothing is cleared. In a running kernel that waits
+for a pause in typing (``delay_s`` after the last edit; each edit restarts the wait), while the
+total and fit follow every keystroke. Figures in closed tabs are drawn when their tab opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from embviz.widgets._common import FigureView, format_count
+
+__all__ = ["DTYPE_FIGSIZE", "MEMORY_FIGSIZE", "PLACEMENT_FIGSIZE", "FigureTabs"]
+
+MEMORY_FIGSIZE = (7.8, 5.0)
+DTYPE_FIGSIZE = (7.4, 4.4)
+PLACEMENT_FIGSIZE = (6.4, 3.6)
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running this callback (a Jupyter kernel's), or None (scripts, tests)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def layout_key(ax: Any) -> tuple[Any, ...]:
+    """What the figure's margins depend on: the set of table labels and the legend entries."""
+    legend = ax.get_legend()
+    return (
+        tuple(sorted(t.get_text() for t in ax.get_yticklabels())),
+        tuple(t.get_text() for t in legend.get_texts()) if legend is not None else (),
+    )
+
+
+class FigureTabs:
+    """Three tabs of figures fed by ``source()``: (memory frame, its serial, hbm bytes or None).
+
+    Parameters
+    ----------
+    source : callable
+        Returns the frame to draw, a number that changes whenever the frame does, and one GPU's
+        bytes (None while the GPU settings are invalid).
+    guard : callable
+        Wraps callbacks so that their exceptions are shown (`embviz.widgets._common.guarded`).
+    interactive : bool, optional
+        ipympl canvases or static PNG images (see `FigureView`).
+    max_tables : int
+        Bars per figure: the largest tables, the rest summed into one bar.
+    delay_s : float
+        In a running kernel, draw this long after the last edit (0: after every edit).
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], tuple[Any, int, int | None]],
+        guard: Callable[[Any], Any],
+        interactive: bool | None,
+        max_tables: int,
+        delay_s: float,
+    ):
+        from embviz.plots.memory import MemoryPlot
+
+        self._source = source
+        self._guard = guard
+        self.max_tables = max_tables
+        self.delay_s = delay_s
+        self._pending: asyncio.TimerHandle | None = None
+        self._drawn: dict[str, Any] = {}
+        self.memory_view = FigureView(
+            MEMORY_FIGSIZE, interactive=interactive, css_class="embviz-memory-figure"
+        )
+        self.memory_plot = MemoryPlot(self.memory_view.ax, max_tables)
+        self.dtype_view = FigureView(
+            DTYPE_FIGSIZE, interactive=interactive, css_class="embviz-dtype-figure"
+        )
+        self.placement_view = FigureView(
+            PLACEMENT_FIGSIZE, interactive=interactive, css_class="embviz-placement-figure"
+        )
+        self.placement_view.widget.layout.display = "none"
+        self.placement_html = widgets.HTML()
+        self.placement_html.add_class("embviz-placement-table")
+        self.plan_output = widgets.Output()
+        self.plan_button = widgets.Button(
+            description="Plan placement", icon="sitemap", tooltip="run torchrec's planner"
+        )
+        self.plan_button.add_class("embviz-plan")
+        self.placement_status = widgets.HTML()
+        self.placement_status.add_class("embviz-placement-status")
+        self.tabs = widgets.Tab(
+            children=[
+                self.memory_view.widget,
+                self.dtype_view.widget,
+                widgets.VBox(
+                    [
+                        widgets.HBox([self.plan_button, self.placement_status]),
+                        self.plan_output,
+                        self.placement_view.widget,
+                        self.placement_html,
+                    ]
+                ),
+            ],
+            titles=["memory per table", "fp32 vs fp16", "placement"],
+        )
+        self.tabs.add_class("embviz-figure-tabs")
+        self.tabs.observe(guard(lambda _: self.draw_visible()), names="selected_index")
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """The Figures, the memory and dtype ones brought up to date."""
+        self.cancel()
+        self.draw("memory")
+        self.draw("dtype")
+        return {
+            "memory": self.memory_view.figure,
+            "dtype": self.dtype_view.figure,
+            "placement": self.placement_view.figure,
+        }
+
+    def schedule(self, force: bool = False) -> None:
+        """Draw the visible figure now, or, in a running kernel, once typing pauses."""
+        self.cancel()
+        loop = running_loop()
+        if force:
+            self.draw("memory", True)
+            self.draw("dtype", True)
+        elif loop is None or self.delay_s <= 0:
+            self.draw_visible()
+        else:
+            self._pending = loop.call_later(self.delay_s, self._guard(self.draw_visible))
+
+    def cancel(self) -> None:
+        """Forget a draw waiting for a pause in typing."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    def draw_visible(self) -> None:
+        """Draw the figure of the open tab (if it is a memory or dtype one)."""
+        self._pending = None
+        visible = {0: "memory", 1: "dtype"}.get(self.tabs.selected_index)
+        if visible is not None:
+            self.draw(visible)
+
+    def draw(self, which: str, force: bool = False) -> None:
+        """Bring one figure up to date with ``source()`` when what it shows changed."""
+        from embviz.plots.memory import plot_dtype_savings
+
+        frame, serial, hbm_bytes = self._source()
+        key = (serial, hbm_bytes) if which == "memory" else (serial,)
+        if not force and self._drawn.get(which) == key:
+            return
+        self._drawn[which] = key
+        if which == "memory":
+            view = self.memory_view
+            self.memory_plot.update(frame, hbm_bytes=hbm_bytes, sort=True)
+        else:
+            view = self.dtype_view
+            plot_dtype_savings(frame, ax=view.ax, max_tables=self.max_tables)
+        view.refresh(layout_key(view.ax))
+
+
+def placement_html(placement: Any) -> str:
+    """Per-rank and per-table tables of a `Placement` (human sizes, exact tooltips)."""
+    from embviz.memory import human_bytes
+
+    def size(n: Any) -> str:
+        return f'<td title="{format_count(int(n))} bytes">{human_bytes(int(n))}</td>'
+
+    ranks = "".join(
+        f"<tr><td>{int(r.rank)}</td>{size(r.hbm_bytes)}{size(r.table_bytes)}"
+        f"<td>{int(r.num_shards)}</td>"
+        f'<td style="text-align:left">{html.escape(", ".join(r.tables))}</td></tr>'
+        for r in placement.ranks.itertuples(index=False)
+    )
+    tables = "".join(
+        f"<tr><td>{html.escape(t.table)}</td><td>{html.escape(t.sharding_type)}</td>"
+        f"<td>{html.escape(t.compute_kernel)}</td>"
+        f"<td>{html.escape(', '.join(str(int(r)) for r in t.ranks))}</td>"
+        f"{size(t.table_bytes)}{size(t.hbm_bytes)}</tr>"
+        for t in placement.tables.itertuples(index=False)
+    )
+    return (
+        "<table><thead><tr><th>rank</th><th>planner HBM</th><th>table bytes</th>"
+        f"<th>shards</th><th>tables</th></tr></thead><tbody>{ranks}</tbody></table>"
+        '<div style="max-height:300px; overflow:auto"><table><thead><tr><th>table</th>'
+        "<th>sharding</th><th>kernel</th><th>ranks</th><th>table bytes</th>"
+        f"<th>planner HBM</th></tr></thead><tbody>{tables}</tbody></table></div>"
+    )
