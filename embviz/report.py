@@ -105,8 +105,10 @@ def write_report(
         serving_dtype=...)`` and ``embviz memory --mode inference --serving-dtype``): its bytes
         per table and total. Every table in every serving dtype is shown beside it regardless.
     snapshot : path, optional
-        A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
-        each logged table's rows in 2-D (`embviz.Projector`, drawn by
+        A snapshot (or checkpoint folder: its latest step) of the model: the serving section
+        then measures what int8, int4 and int2 cost each of the config's tables it holds
+        (`embviz.quantization_error_table` on up to `QUALITY_ROWS` sampled rows), and the report
+        shows each logged table's rows in 2-D (`embviz.Projector`, drawn by
         `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame)
         and their health (`embviz.health`, against the first checkpoint of a folder for the
         unchanged share; the logged tables, every table when none is logged) with their
@@ -187,9 +189,11 @@ def write_report(
     )
     sections.append(_fp16_html(frame))
     serving = serving_bytes(cfg)
+    quality = _serving_quality(cfg, snapshot) if snapshot is not None else None
     sections.append(
         _serving_html(cfg, serving, serving_dtype)
-        + save(plot_dtype_savings(frame, serving=serving), "dtype_savings.png")
+        + (_quality_html(quality) if quality is not None else "")
+        + save(plot_dtype_savings(frame, serving=serving, quality=quality), "dtype_savings.png")
     )
     if fit is not None:
         sections.append(
@@ -251,6 +255,60 @@ def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = T
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
+
+
+#: Rows per table the report's quality measurement compares (a sample of larger tables).
+QUALITY_ROWS = 100_000
+
+
+def _serving_quality(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str]) -> pd.DataFrame:
+    """`quantization_error_table` of the config's tables the snapshot holds, int8/int4/int2."""
+    from embviz.norms import table_names
+    from embviz.quantization import quantization_error_table
+    from embviz.snapshots import resolve_snapshot
+
+    path = resolve_snapshot(snapshot)
+    held = set(table_names(path))
+    tables = [t for t in cfg.table_names if t in held]
+    return quantization_error_table(
+        path, ("int8", "int4", "int2"), tables=tables, rows=QUALITY_ROWS, progress=False
+    )
+
+
+def _quality_html(quality: pd.DataFrame) -> str:
+    """Measured quality per table and serving dtype (`quantization_error_table`)."""
+    head = (
+        "<tr><th>table</th><th>dtype</th><th>rows compared</th><th>neighbours kept (mean)</th>"
+        "<th>worst cosine</th><th>row norm error (max)</th><th>bag error (mean)</th></tr>"
+    )
+
+    def number(value: object, spec: str) -> str:
+        return "" if pd.isna(value) else format(float(value), spec)  # type: ignore[arg-type]
+
+    measured_k = quality["k"].dropna()
+    k = int(measured_k.iloc[0]) if len(measured_k) else "k"
+    body = []
+    for (table, dtype), row in quality.iterrows():
+        if row["refused"]:
+            cells = f"<td colspan='5' class='why'>{html.escape(str(row['refused']))}</td>"
+        else:
+            cells = (
+                f"<td>{int(row['rows']):,}</td><td>{number(row['knn_kept_mean'], '.3f')}</td>"
+                f"<td>{number(row['cos_min'], '.4f')}</td>"
+                f"<td>{number(row['norm_rel_err_max'], '.2e')}</td>"
+                f"<td>{number(row['bag_rel_err_mean'], '.2e')}</td>"
+            )
+        body.append(
+            f"<tr class='quality'><td>{html.escape(str(table))}</td><td>{dtype}</td>{cells}</tr>"
+        )
+    return (
+        "<p>What serving costs the trained rows of the snapshot, measured with FBGEMM's own "
+        "row-wise quantization (<code>embviz.quantization_error_table</code>): the share of each "
+        f"sampled row's {k} nearest neighbours kept, the worst cosine between a row and its served "
+        "copy, the largest relative error of a row norm and the mean relative error of pooled "
+        "bags of two rows.</p>"
+        f"<table>{head}{''.join(body)}</table>"
+    )
 
 
 def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:
