@@ -23,11 +23,16 @@ lab: $(STAMP)
 		--LabApp.default_url=/lab/tree/01_tune_table_sizes.ipynb \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
-## Lint, then every test: unit, CLI, notebooks top to bottom, and the browser test.
+## Lint, then every test: unit, CLI, notebooks top to bottom, and the browser test; then the
+## accuracy tests again under each other ATEN_CPU_CAPABILITY this CPU has (other summation orders).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	for cap in $$($(BIN)/python scripts/cpu_capabilities.py --others); do \
+		echo "== pytest -m capability, ATEN_CPU_CAPABILITY=$$cap"; \
+		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -m capability -q || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,11 +7,9 @@ original silently coerced: row counts and dims must be real positive integers.
 
 from __future__ import annotations
 
-import getpass
 import json
+import math
 import os
-import re
-import string
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -22,6 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from embviz.errors import EmbvizError
+from embviz.yamlload import (
+    YAML12_FLOAT,
+    YamlProblem,
+    load_yaml,
+    no_cycle_collection,
+    quote,
+    read_limited,
+    substitute_env,
+)
 
 if TYPE_CHECKING:
     import torchrec
@@ -52,7 +59,20 @@ __all__ = [
 
 # Strict so that 4.0, True and "4" are refused instead of silently becoming 4.
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+# Every float of the schema is finite: YAML's .inf and .nan are refused.
+Float = Annotated[float, Field(allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+#: The most bytes a table, or all tables together, may take in any accounting: byte counts are
+#: exact int64 (`embviz.memory_table`), and 2**63 - 1 bytes (8 EiB) is int64's largest value.
+MAX_BYTES = 2**63 - 1
+# Characters a table name may not hold, and why.
+_NAME_REFUSED = {
+    ".": "torch module names cannot contain '.', so build, plan and report would fail",
+    "/": "snapshot paths use '/' to separate a table's path, so it would not read back",
+}
+# Problems shown in a ConfigError's message (all are kept in `problems`).
+_SHOWN_PROBLEMS = 50
 
 # PydanticCustomError type used to report problems whose location is not the validator's own
 # (an index inside ``tables_to_log``, say); `ConfigError.from_validation_error` unpacks it.
@@ -82,9 +102,14 @@ class ConfigError(EmbvizError, ValueError):
 
     def _render(self) -> str:
         lines = []
-        for location, message in self.problems:
+        for location, message in self.problems[:_SHOWN_PROBLEMS]:
             where = ": ".join(p for p in (self.source, location) if p)
             lines.append(f"{where}: {message}" if where else message)
+        if len(self.problems) > _SHOWN_PROBLEMS:
+            more = len(self.problems) - _SHOWN_PROBLEMS
+            lines.append(
+                f"{self.source + ': ' if self.source else ''}... and {more:,} more problems"
+            )
         return "\n".join(lines)
 
     @classmethod
@@ -123,21 +148,23 @@ def _join_location(prefix: str, location: str) -> str:
 
 def _friendly_message(item: dict[str, Any]) -> str:
     kind, ctx, value = item["type"], item.get("ctx", {}), item.get("input")
-    shown = f"{value!r} ({type(value).__name__})"
+    shown = f"{quote(value)} ({type(value).__name__})"
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "greater_than":
-        return f"must be > {ctx['gt']:g}, got {value!r}"
+        return f"must be > {ctx['gt']:g}, got {quote(value)}"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx['ge']:g}, got {value!r}"
+        return f"must be >= {ctx['ge']:g}, got {quote(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {quote(value)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, got {shown}"
     if kind in ("float_type", "float_parsing"):
         return f"must be a number, got {shown}"
     if kind == "enum":
-        return f"must be one of {ctx['expected']}, got {value!r}"
+        return f"must be one of {ctx['expected']}, got {quote(value)}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return f"must be a mapping, got {shown}"
     if kind == "list_type":
@@ -185,8 +212,8 @@ class AdamConfig(_Base):
     """torch.optim.Adam settings (FBGEMM's ADAM once sharded)."""
 
     lr: NonNegativeFloat
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-7
+    betas: tuple[Float, Float] = (0.9, 0.999)
+    eps: Float = 1e-7
 
 
 class SgdConfig(_Base):
@@ -200,14 +227,14 @@ class AdagradConfig(_Base):
     """torch.optim.Adagrad settings (FBGEMM's EXACT_ADAGRAD once sharded)."""
 
     lr: NonNegativeFloat
-    eps: float = 0
+    eps: Float = 0
 
 
 class PiecewiseConstant(_Base):
     """Learning rate ``learning_rate_values[i]`` until step ``learning_rate_boundaries[i]``."""
 
     learning_rate_boundaries: list[Annotated[int, Field(strict=True)]] | None = None
-    learning_rate_values: list[float] | None = None
+    learning_rate_values: list[Float] | None = None
 
     @model_validator(mode="after")
     def _one_more_value_than_boundaries(self) -> PiecewiseConstant:
@@ -224,15 +251,15 @@ class PiecewiseConstant(_Base):
 class LinearRampToConstant(_Base):
     """Linear ramp from 0 to ``learning_rate`` over ``num_ramp_steps``, then constant."""
 
-    learning_rate: float
+    learning_rate: Float
     num_ramp_steps: PositiveInt
 
 
 class LinearRampToCosine(_Base):
     """Linear ramp to ``learning_rate``, then cosine decay to ``final_learning_rate``."""
 
-    learning_rate: float
-    final_learning_rate: float
+    learning_rate: Float
+    final_learning_rate: Float
     num_ramp_steps: PositiveInt
     final_num_steps: PositiveInt
 
@@ -244,7 +271,7 @@ _OPTIMIZERS = ("adam", "sgd", "adagrad")
 class LearningRate(_Base):
     """A learning-rate schedule: exactly one of the four kinds."""
 
-    constant: float | None = None
+    constant: Float | None = None
     linear_ramp_to_cosine: LinearRampToCosine | None = None
     linear_ramp_to_constant: LinearRampToConstant | None = None
     piecewise_constant: PiecewiseConstant | None = None
@@ -306,22 +333,125 @@ class EmbeddingBagConfig(_Base):
 
     @field_validator("name")
     @classmethod
-    def _name_not_empty(cls, value: str) -> str:
+    def _name_is_usable(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        for char, reason in _NAME_REFUSED.items():
+            if char in value:
+                raise ValueError(f"must not contain {char!r}: {reason} (got {quote(value)})")
         return value
+
+    @model_validator(mode="after")
+    def _bytes_fit_int64(self) -> EmbeddingBagConfig:
+        problem = _table_bytes_problem(self.name, self.num_embeddings, self.embedding_dim)
+        if problem:
+            raise PydanticCustomError(
+                _PROBLEMS, problem, {"problems": [("num_embeddings", problem)]}
+            )
+        return self
 
     @model_validator(mode="after")
     def _warn_unfused_dim(self) -> EmbeddingBagConfig:
         if self.embedding_dim % 4:
             warnings.warn(
-                f"table {self.name!r}: embedding_dim {self.embedding_dim} is not a multiple of 4; "
-                "an unsharded collection accepts it, but FBGEMM's fused kernels (used once "
+                f"table {quote(self.name)}: embedding_dim {self.embedding_dim} is not a multiple "
+                "of 4; an unsharded collection accepts it, but FBGEMM's fused kernels (used once "
                 "sharded) need embedding_dim % 4 == 0",
                 FusedKernelWarning,
                 stacklevel=2,
             )
         return self
+
+
+# What FBGEMM and torchrec give a table served in fp32, the widest serving row (as in
+# `embviz.serving`; tests/test_faults.py checks the bound against memory_table's columns).
+_ROW_ALIGNMENT = 16
+_TABLE_ALIGNMENT = 128
+_PLANNER_SCALE_BIAS_BYTES = 4
+
+
+def table_bytes_bound(num_embeddings: int, embedding_dim: int) -> int:
+    """The most bytes a table of this shape takes in any accounting embviz computes.
+
+    Whatever its dtype, optimizer and mode: the largest of fp32 weights with torch.optim's Adam
+    state (``3 * 4RD + 4``), torchrec's planner estimate of that (``4RD + ceil(8RD)``, in its
+    float arithmetic), and the table served in fp32 from the quantized collection (FBGEMM's
+    bytes, rounded to 128, and the planner's ``R * row + 4R``). Every intermediate of
+    `embviz.memory_table` is at most this, so a table whose bound fits int64 is counted exactly.
+
+    Parameters
+    ----------
+    num_embeddings, embedding_dim : int
+        The table's rows R and width D (positive).
+
+    Returns
+    -------
+    int
+        Bytes, exact (a Python int: it may be past int64).
+    """
+    rows, dim = int(num_embeddings), int(embedding_dim)
+    fp32_weights = 4 * rows * dim
+    torch_adam = 3 * fp32_weights + 4
+    if torch_adam > MAX_BYTES:  # past the limit already (and maybe past a float's range)
+        return torch_adam
+    planner_adam = fp32_weights + math.ceil(float(fp32_weights) * 2.0)
+    row = -(-4 * dim // _ROW_ALIGNMENT) * _ROW_ALIGNMENT
+    served = -(-rows * row // _TABLE_ALIGNMENT) * _TABLE_ALIGNMENT
+    planner_served = rows * row + rows * _PLANNER_SCALE_BIAS_BYTES
+    return max(torch_adam, planner_adam, served, planner_served)
+
+
+def _bytes_text(n: int) -> str:
+    return f"{n:,}" if n < 10**24 else f"{float(n):.3g}"
+
+
+def _table_bytes_problem(name: str, num_embeddings: int, embedding_dim: int) -> str | None:
+    bound = table_bytes_bound(num_embeddings, embedding_dim)
+    if bound <= MAX_BYTES:
+        return None
+    return (
+        f"table {quote(name)} ({_bytes_text(num_embeddings)} rows x {embedding_dim:,}) would "
+        f"take {_bytes_text(bound)} bytes in fp32 with Adam's state, more than {MAX_BYTES:,} "
+        "(8 EiB), the most a byte count holds (int64): use fewer num_embeddings or a smaller "
+        "embedding_dim"
+    )
+
+
+def byte_limit_problems(cfg: LargeEmbeddingsConfig) -> list[tuple[str, str]]:
+    """Tables (or all tables together) past `MAX_BYTES` in some accounting; empty when none.
+
+    The schema refuses such configs; this checks a config built without validation
+    (``model_construct``, ``model_copy(update=...)``), as `embviz.memory_table` does.
+    """
+    problems = []
+    total = 0
+    for i, table in enumerate(cfg.tables):
+        problem = _table_bytes_problem(table.name, table.num_embeddings, table.embedding_dim)
+        if problem:
+            problems.append((f"tables[{i}].num_embeddings", problem))
+        total += table_bytes_bound(table.num_embeddings, table.embedding_dim)
+    if not problems and total > MAX_BYTES:
+        problems.append(("tables", _total_bytes_problem(len(cfg.tables), total)))
+    return problems
+
+
+def _total_bytes_problem(count: int, total: int) -> str:
+    return (
+        f"the {count:,} tables together would take up to {_bytes_text(total)} bytes in fp32 "
+        f"with Adam's state, more than {MAX_BYTES:,} (8 EiB), the most a byte count holds "
+        "(int64): split the config or make tables smaller"
+    )
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _listing(items: Any, shown: int = 20) -> str:
+    """``a, b, c`` of the first ``shown`` items, and how many there are in all past that."""
+    items = list(items)
+    text = ", ".join(str(i) for i in items[:shown])
+    return text + (f", ... ({len(items):,} in all)" if len(items) > shown else "")
 
 
 def _name_problems(names: list[Any], tables_to_log: Any) -> list[tuple[str, str]]:
@@ -335,12 +465,16 @@ def _name_problems(names: list[Any], tables_to_log: Any) -> list[tuple[str, str]
             continue
         if name in first_seen:
             other = f"tables[{first_seen[name]}]"
-            problems.append((f"tables[{i}].name", f"duplicate table name {name!r} (also {other})"))
+            problems.append(
+                (f"tables[{i}].name", f"duplicate table name {quote(name)} (also {other})")
+            )
         first_seen.setdefault(name, i)
     for i, name in enumerate(tables_to_log if isinstance(tables_to_log, list) else []):
         if isinstance(name, str) and name not in first_seen:
-            known = ", ".join(repr(n) for n in first_seen)
-            problems.append((f"tables_to_log[{i}]", f"no table named {name!r} (tables: {known})"))
+            known = _listing(quote(n) for n in first_seen)
+            problems.append(
+                (f"tables_to_log[{i}]", f"no table named {quote(name)} (tables: {known})")
+            )
     return problems
 
 
@@ -355,6 +489,9 @@ class LargeEmbeddingsConfig(_Base):
     @model_validator(mode="after")
     def _names_resolve(self) -> LargeEmbeddingsConfig:
         problems = _name_problems([t.name for t in self.tables], self.tables_to_log)
+        total = sum(table_bytes_bound(t.num_embeddings, t.embedding_dim) for t in self.tables)
+        if total > MAX_BYTES:
+            problems.append(("tables", _total_bytes_problem(len(self.tables), total)))
         if problems:
             raise PydanticCustomError(
                 _PROBLEMS,
@@ -404,14 +541,6 @@ class LargeEmbeddingsConfig(_Base):
 # --------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe loading, plus YAML 1.2 floats: PyYAML alone reads ``1e-3`` as a string."""
-
-
-_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
-
-
 class _Dumper(yaml.SafeDumper):
     """Writes big integers as ``424_241``, as project files do."""
 
@@ -429,18 +558,9 @@ def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
 
 # The dumper must know every implicit type the loader resolves, so that it quotes a string such
 # as "1e5" that would otherwise come back as a float.
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789"))
 _Dumper.add_representer(int, _represent_int)
 _Dumper.add_representer(list, _represent_list)
-
-
-def _substitute_env(text: str) -> str:
-    # Same as the-algorithm-ml's loader: $VAR / ${VAR} from the environment, $USER always set.
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in minimal containers
-        user = os.environ.get("USER", "")
-    return string.Template(text).safe_substitute(os.environ, USER=user)
 
 
 def _find_table_sections(obj: Any, path: str = "") -> list[str]:
@@ -472,8 +592,12 @@ def _select(document: Any, key: str | None, source: str | None) -> tuple[Any, st
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             where = ".".join(walked) or "the top level"
-            has = ", ".join(map(str, node)) if isinstance(node, dict) else type(node).__name__
-            raise ConfigError([(key, f"no {part!r} under {where} (has: {has})")], source)
+            has = (
+                _listing(_clip(str(k)) for k in node)
+                if isinstance(node, dict)
+                else type(node).__name__
+            )
+            raise ConfigError([(key, f"no {quote(part)} under {where} (has: {has})")], source)
         node = node[part]
         walked.append(part)
     return node, key
@@ -503,32 +627,23 @@ def parse_config(
     ConfigError
         With one ``(location, message)`` per problem.
     """
-    text = _substitute_env(text)
-    try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or str(exc)
-        tag = re.search(r"for the tag '([^']+)'", problem)
-        if tag:
-            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
-            problem = f"tag {name!r} is refused: only plain YAML is read (safe loading)"
-        raise ConfigError([(where, problem)], source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([("", f"not valid YAML: {exc}")], source) from None
-    if document is None:
-        raise ConfigError([("", "the file is empty (expected a mapping with 'tables')")], source)
-    if not isinstance(document, dict):
-        raise ConfigError(
-            [("", f"expected a mapping at the top level, got {type(document).__name__}")], source
-        )
-    section, prefix = _select(document, key, source)
-    if not isinstance(section, dict):
-        raise ConfigError(
-            [(prefix, f"expected a mapping with 'tables', got {type(section).__name__}")], source
-        )
-    return _validate(section, source, prefix)
+    with no_cycle_collection():
+        try:
+            document = load_yaml(substitute_env(text))
+        except YamlProblem as exc:
+            raise ConfigError([(exc.location, exc.message)], source) from None
+        if document is None:
+            raise ConfigError(
+                [("", "the file is empty (expected a mapping with 'tables')")], source
+            )
+        if not isinstance(document, dict):
+            kind = type(document).__name__
+            raise ConfigError([("", f"expected a mapping at the top level, got {kind}")], source)
+        section, prefix = _select(document, key, source)
+        if not isinstance(section, dict):
+            kind = type(section).__name__
+            raise ConfigError([(prefix, f"expected a mapping with 'tables', got {kind}")], source)
+        return _validate(section, source, prefix)
 
 
 def _validate(data: dict[str, Any], source: str | None, prefix: str = "") -> LargeEmbeddingsConfig:
@@ -558,7 +673,9 @@ def load_config(path: str | os.PathLike[str], key: str | None = None) -> LargeEm
     """
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path)
+    except YamlProblem as exc:
+        raise ConfigError([(exc.location, exc.message)], source) from None
     except FileNotFoundError:
         raise ConfigError([("", "no such file")], source) from None
     except IsADirectoryError:

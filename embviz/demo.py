@@ -12,6 +12,18 @@ visible and the translations differ per relation. Rows are looked up in proporti
 degree: popular rows move away from their initial values, rows never looked up keep them exactly
 (SGD without momentum, the TwHIN tables' optimizer, leaves a row with zero gradient untouched).
 
+TwHIN's loss collapses these tables onto one direction. Its negatives are scored without the
+translation, so only the positives pull along ``t_relation``: each update of an ``lhs`` row is
+about ``(1 - sigmoid) * (rhs + t)``, and with rows initialised tiny next to ``t`` that is ``t``
+for every row. The rows move in proportion to how often they are looked up, all along the
+translations' common direction: the cosine between two rows then says how popular they are,
+not what they link to (`embviz.health` shows it as an effective rank near 1 in the movement).
+``translate_negatives=True`` scores the negatives with the translation too, so its pull cancels
+between positives and negatives and the rows learn the graph; ``community_shift=0`` makes every
+relation link a community to itself, which a translation model can learn (a dot product plus a
+translation cannot map community ``c`` to ``c + r``). With both, nearest neighbours share a
+community (`embviz.neighbour_purity`).
+
 Everything is written as the-algorithm-ml lays out a run::
 
     save_dir/
@@ -42,6 +54,7 @@ if TYPE_CHECKING:
     import torchrec
 
 __all__ = [
+    "TRANSLATED_LR_SCALE",
     "TWHIN_LR_SCALE",
     "TWHIN_RELATIONS",
     "DemoError",
@@ -55,6 +68,11 @@ __all__ = [
 # move. Multiplied by this, the popular rows of the bundled config move by about 100 times their
 # initial norm in 300 steps while the loss keeps falling.
 TWHIN_LR_SCALE = 1000.0
+
+# With translated negatives nothing pulls every row one way; the tables' own updates
+# (``lhs += lr * (1 - sigmoid) * rhs``) start from rows of norm about 1/sqrt(rows) and need this
+# larger scale to grow in 300 steps. The translations keep `TWHIN_LR_SCALE`.
+TRANSLATED_LR_SCALE = 100_000.0
 
 
 class DemoError(EmbvizError, ValueError):
@@ -120,6 +138,19 @@ class DemoRun:
     losses: tuple[float, ...]
     seconds: float
 
+    @property
+    def counts(self) -> dict[str, pd.Series]:
+        """Table -> times training looked each row up (indexed by row).
+
+        What `embviz.health` and `embviz.drift` take as ``counts``.
+        """
+        return {name: frame["lookups"] for name, frame in self.entities.items()}
+
+    @property
+    def communities(self) -> dict[str, pd.Series]:
+        """Table -> the community of each row of the synthetic graph (indexed by row)."""
+        return {name: frame["community"] for name, frame in self.entities.items()}
+
     def popular(self, table: str, n: int = 10) -> pd.DataFrame:
         """The ``n`` rows of ``table`` with the highest degree, most popular first."""
         return self.entities[table].nlargest(n, "degree")
@@ -151,6 +182,7 @@ def _make_graph(
     exponent: float,
     within: float,
     rng: np.random.Generator,
+    shift: int = 1,
 ) -> _Graph:
     sizes = {t.name: t.num_embeddings for t in cfg.tables}
     popularity = {name: _popularity(n, exponent, rng) for name, n in sizes.items()}
@@ -173,8 +205,8 @@ def _make_graph(
         n = int(per_relation[r])
         lhs = rng.choice(sizes[relation.lhs], size=n, p=popularity[relation.lhs])
         rhs = rng.choice(sizes[relation.rhs], size=n, p=popularity[relation.rhs])
-        # Most edges stay inside the relation's target community: c -> c + r.
-        target = (community[relation.lhs][lhs] + r) % communities
+        # Most edges stay inside the relation's target community: c -> c + r * shift.
+        target = (community[relation.lhs][lhs] + r * shift) % communities
         inside = rng.random(n) < within
         for c in range(communities):
             chosen = np.flatnonzero(inside & (target == c))
@@ -255,6 +287,7 @@ def _twhin_loss(
     dim: int,
     in_batch_negatives: int,
     generator: torch.Generator,
+    translate_negatives: bool = False,
 ) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
@@ -275,8 +308,11 @@ def _twhin_loss(
         pick_rhs = torch.randperm(count, generator=generator).repeat(repeat)[:in_batch_negatives]
         pick_lhs = torch.randperm(count, generator=generator).repeat(repeat)[:in_batch_negatives]
         # As TwHIN: a negative pairs an lhs with another edge's rhs (or the reverse) and is
-        # scored without the translation, so only the positives pull along t_relation.
+        # scored without the translation, so only the positives pull along t_relation. With
+        # translate_negatives the rhs side carries the translation in both, as in the positives.
         rhs_r = rhs[mask]
+        if translate_negatives:
+            rhs_r = rhs_r + model.all_trans_embs[relation]
         negatives.append((lhs_r @ rhs_r[pick_rhs].T).flatten())
         negatives.append((rhs_r @ lhs_r[pick_lhs].T).flatten())
     negative_logits = torch.cat(negatives)
@@ -404,6 +440,8 @@ def train_demo(
     communities: int = 8,
     popularity_exponent: float = 1.0,
     within_community: float = 0.8,
+    translate_negatives: bool = False,
+    community_shift: int = 1,
 ) -> DemoRun:
     """Train a TwHIN-style model on a synthetic power-law graph and checkpoint it.
 
@@ -436,8 +474,9 @@ def train_demo(
     lr_scale : float, optional
         Multiplies every learning rate (tables and translations; ``config.yaml`` and
         ``DemoRun.config`` hold the scaled ones). Default: `TWHIN_LR_SCALE` for the bundled
-        config, whose rates are tuned for hundreds of thousands of steps, and 1 for a config
-        you pass.
+        config, whose rates are tuned for hundreds of thousands of steps (with
+        ``translate_negatives``: `TRANSLATED_LR_SCALE` for the tables and `TWHIN_LR_SCALE` for
+        the translations), and 1 for a config you pass.
     edges : int
         Edges in the synthetic graph, split evenly over the relations.
     communities : int
@@ -446,6 +485,12 @@ def train_demo(
         Zipf exponent of the entity popularity (1: the classic power law).
     within_community : float
         Share of edges that follow the community rule (the rest link any two entities).
+    translate_negatives : bool
+        Score the in-batch negatives with the relation's translation too (TwHIN does not). See
+        the module docstring: without it the tables collapse onto one direction.
+    community_shift : int
+        Relation ``r`` links community ``c`` to ``c + r * community_shift``; 0 keeps every edge
+        that follows the rule inside one community.
 
     Returns
     -------
@@ -467,12 +512,17 @@ def train_demo(
     from embviz.snapshots import save_snapshot
 
     started = time.perf_counter()
+    translation_scale = lr_scale
     if config is None:
         config = load_config(example("twhin"), key="model.embeddings")
-        lr_scale = TWHIN_LR_SCALE if lr_scale is None else lr_scale
+        if lr_scale is None:
+            lr_scale = TRANSLATED_LR_SCALE if translate_negatives else TWHIN_LR_SCALE
+            translation_scale = TWHIN_LR_SCALE
     lr_scale = 1.0 if lr_scale is None else lr_scale
+    translation_scale = lr_scale if translation_scale is None else translation_scale
+    integer("community_shift", community_shift, minimum=0)
     cfg = _scale_learning_rates(scale_config(config, scale), lr_scale)
-    translation_lr = translation_lr * lr_scale
+    translation_lr = translation_lr * translation_scale
     relations = tuple(relations) if relations is not None else _default_relations(cfg)
     dim = _check(cfg, relations, steps, checkpoint_every)
     folder = Path(save_dir)
@@ -487,7 +537,14 @@ def train_demo(
     )
     (folder / "config.yaml").write_text(dump_config(cfg))
     graph = _make_graph(
-        cfg, relations, edges, communities, popularity_exponent, within_community, rng
+        cfg,
+        relations,
+        edges,
+        communities,
+        popularity_exponent,
+        within_community,
+        rng,
+        shift=community_shift,
     )
 
     torch.manual_seed(seed)
@@ -518,7 +575,13 @@ def train_demo(
             lhs, rhs, rel = graph.lhs[picked], graph.rhs[picked], graph.relation[picked]
             kjt = _edge_batch(table_names, relation_tables, lhs, rhs, rel)
             loss = _twhin_loss(
-                model, kjt, torch.from_numpy(rel), dim, in_batch_negatives, generator
+                model,
+                kjt,
+                torch.from_numpy(rel),
+                dim,
+                in_batch_negatives,
+                generator,
+                translate_negatives=translate_negatives,
             )
             translation_optimizer.zero_grad()
             loss.backward()  # the tables' optimizers run here, in backward

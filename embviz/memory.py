@@ -6,9 +6,9 @@ torchrec collection in ``tests/test_memory_measured.py``), with R rows, D column
 weight element (4 for fp32, 2 for fp16):
 
 ``optimizer_state="fused"`` (FBGEMM table-batched kernels; what a sharded model allocates)
-    The state is fp32 whatever the weight dtype. EXACT_SGD keeps nothing (torch's ``momentum``
-    is not used by it), EXACT_ADAGRAD ``R*D*4``, ADAM ``2*R*D*4``, and the row-wise Adagrad
-    what-if (EXACT_ROWWISE_ADAGRAD) ``R*4``.
+    The state is fp32 by default, whatever the weight dtype. EXACT_SGD keeps nothing (torch's
+    ``momentum`` is not used by it), EXACT_ADAGRAD ``R*D*4``, ADAM ``2*R*D*4``, and the row-wise
+    Adagrad what-if (EXACT_ROWWISE_ADAGRAD) ``R*4``.
 ``optimizer_state="torch"`` (torch.optim applied in backward to an unsharded collection)
     The state takes the weight's dtype, plus torch's 4-byte ``step`` tensor where the optimizer
     keeps one: SGD 0 (``R*D*e`` with momentum), Adagrad ``R*D*e + 4``, Adam ``2*R*D*e + 4``.
@@ -31,7 +31,15 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from embviz.arguments import as_config, as_mode, choice, integer, number
-from embviz.config import DataType, EmbeddingBagConfig, LargeEmbeddingsConfig, Mode
+from embviz.config import (
+    MAX_BYTES,
+    ConfigError,
+    DataType,
+    EmbeddingBagConfig,
+    LargeEmbeddingsConfig,
+    Mode,
+    byte_limit_problems,
+)
 from embviz.errors import ArgumentError, UnknownTableError
 from embviz.optimizers import (
     ADAGRAD_STATES,
@@ -72,9 +80,17 @@ BYTE_COLUMNS: tuple[str, ...] = (
     "planner_bytes",
 )
 # Byte columns only some frames have (``memory_table(..., serving_dtype=...)``), summed too.
-_OPTIONAL_BYTE_COLUMNS: tuple[str, ...] = ("unquantized_bytes",)
+_OPTIONAL_BYTE_COLUMNS: tuple[str, ...] = (
+    "unquantized_bytes",
+    # `embviz.serving_bytes`: each table in each serving dtype (<NA> where refused).
+    "fp32_bytes",
+    "fp16_bytes",
+    "int8_bytes",
+    "int4_bytes",
+    "int2_bytes",
+)
 
-# FBGEMM keeps fused optimizer state in fp32 whatever the weight dtype (measured on CPU kernels:
+# FBGEMM keeps fused optimizer state in fp32 by default, whatever the weight dtype (measured:
 # momentum1_host is float32 for fp16 weights_host).
 _FUSED_STATE_ITEMSIZE = 4
 # torch.optim.Adam/Adagrad keep `step` as a 0-d tensor of torch's default float dtype (fp32).
@@ -187,6 +203,23 @@ def _table_facts(table: EmbeddingBagConfig) -> tuple[str, int, int, str, str, fl
     return table.name, table.num_embeddings, table.embedding_dim, dtype, name, momentum
 
 
+def _check_byte_limits(cfg: LargeEmbeddingsConfig, facts: list[tuple]) -> None:
+    """Refuse, as the schema does, tables whose bytes would not fit int64 (unvalidated configs).
+
+    The schema refuses them when a config is validated; a config built with ``model_copy``
+    (``update=`` skips validation) or ``model_construct`` is checked here, so no byte count
+    wraps around.
+    """
+    # Every accounting takes at most 20 bytes a cell plus 128 a table
+    # (`embviz.config.table_bytes_bound`): only configs near the limit are checked exactly.
+    cells = sum(f[1] * f[2] for f in facts)  # Python ints: exact however large
+    if cells * 20 + 128 * len(facts) <= MAX_BYTES:
+        return
+    problems = byte_limit_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
 def memory_table(
     cfg: LargeEmbeddingsConfig,
     optimizer_state: OptimizerState = "fused",
@@ -242,12 +275,17 @@ def memory_table(
         row-wise Adagrad 1/D, others 1; weights only outside TRAIN). It leaves out the planner's
         batch-dependent input/output buffers (see `embviz.plan` for those). ``planner_note``
         says why it differs from ``total_bytes`` where it does: the planner scales state from
-        the weight bytes, so an fp16 table's fp32 FBGEMM state comes out 2x low (torchrec PR
-        #4142), and it leaves out torch's ``step`` tensor and SGD momentum buffers.
+        the weight bytes, so an fp16 table's fp32 FBGEMM state (the state, not the total)
+        comes out 2x low (torchrec PR #4142), and it leaves out torch's ``step`` tensor and SGD
+        momentum buffers.
         ``note`` flags settings a fused kernel does not use (SGD ``momentum``).
 
     Raises
     ------
+    ConfigError
+        A config built without validation (``model_copy(update=...)``) holding a table, or
+        tables together, past `embviz.config.MAX_BYTES` (int64) in some accounting: the
+        schema's own error, located at the table.
     ArgumentError
         For an unknown ``optimizer_state``, ``mode``, ``adagrad`` or ``serving_dtype``,
         row-wise Adagrad with ``optimizer_state="torch"`` (torch has no row-wise Adagrad),
@@ -283,6 +321,7 @@ def memory_table(
 
     # One pass over the pydantic objects (attribute access dominates for 10,000 tables).
     facts = [_table_facts(t) for t in cfg.tables]
+    _check_byte_limits(cfg, facts)
     n = len(facts)
     names = [f[0] for f in facts]
     rows = np.fromiter((f[1] for f in facts), dtype=np.int64, count=n)
@@ -342,7 +381,7 @@ def memory_table(
         ],
         [
             "planner sizes the optimizer state from the fp16 weights; FBGEMM keeps it in "
-            "fp32 (torchrec PR #4142)",
+            "fp32 by default (torchrec PR #4142)",
             "planner leaves out torch's 4-byte step tensor",
             "planner counts no state for SGD; torch.optim.SGD with momentum keeps a "
             "momentum buffer",
@@ -423,20 +462,33 @@ def with_totals(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def largest_tables(frame: pd.DataFrame, n: int, by: str = "total_bytes") -> pd.DataFrame:
+def largest_tables(
+    frame: pd.DataFrame,
+    n: int,
+    by: str = "total_bytes",
+    *,
+    keep: Iterable[str] | None = None,
+) -> pd.DataFrame:
     """The ``n - 1`` largest tables by ``by`` and one ``"(k others)"`` row summing the rest.
 
-    The frame itself when it has at most ``n`` rows. Byte columns of the extra row are sums;
-    other columns are missing. Config order is kept for the tables shown (for display).
+    The frame itself when it has at most ``n`` rows. Byte columns of the extra row are sums
+    (of the values present: a nullable column skips ``<NA>``); other columns are missing.
+    Config order is kept for the tables shown (for display). ``keep``: the tables to show
+    instead of the largest (e.g. those another frame of the same config shows), the rest summed.
     """
     n = integer("n", n, minimum=2)
-    if by not in frame.columns:
-        raise ArgumentError("by", f"no column {by!r} in the frame")
-    if len(frame) <= n:
-        return frame
-    keep = frame[by].nlargest(n - 1, keep="first").index
-    shown = frame[frame.index.isin(keep)]
-    rest = frame[~frame.index.isin(keep)]
+    if keep is None:
+        if by not in frame.columns:
+            raise ArgumentError("by", f"no column {by!r} in the frame")
+        if len(frame) <= n:
+            return frame
+        kept = frame[by].nlargest(n - 1, keep="first").index
+    else:
+        kept = pd.Index([k for k in keep if k in frame.index])
+        if len(kept) == len(frame):
+            return frame
+    shown = frame[frame.index.isin(kept)]
+    rest = frame[~frame.index.isin(kept)]
     columns = _byte_columns(frame)
     row = pd.DataFrame(
         {c: [np.int64(rest[c].sum())] if c in columns else [pd.NA] for c in frame.columns},
@@ -444,12 +496,16 @@ def largest_tables(frame: pd.DataFrame, n: int, by: str = "total_bytes") -> pd.D
     )
     out = pd.concat([shown.astype(object), row.astype(object)])
     for column in columns:
-        out[column] = out[column].astype(np.int64)
+        nullable = isinstance(frame[column].dtype, pd.api.extensions.ExtensionDtype)
+        out[column] = out[column].astype("Int64" if nullable else np.int64)
     return out
 
 
 def dtype_savings(frame: pd.DataFrame) -> pd.DataFrame:
-    """What storing each table in fp16 instead of fp32 saves, with a ``"(total)"`` row.
+    """What switching each table to fp16 saves against its current dtype, with a total row.
+
+    A table already in fp16 saves nothing (``saved_bytes`` 0, ``already_fp16`` True): the
+    saving is measured against the config as it is, not against an all-fp32 config.
 
     Parameters
     ----------
@@ -460,33 +516,44 @@ def dtype_savings(frame: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by table, then ``"(total)"``: ``data_type`` (current; missing on the total),
-        ``fp32_bytes``, ``fp16_bytes``, ``saved_bytes`` (fp32 minus fp16) and
-        ``current_bytes`` (``total_bytes``), all exact int64.
+        ``already_fp16`` (bool; missing on the total), ``current_bytes`` (``total_bytes``),
+        ``fp16_bytes`` (every table in fp16), ``saved_bytes`` (current minus fp16) and
+        ``fp32_bytes`` (every table in fp32, for reference), all exact int64.
     """
     needed = {"fp32_total_bytes", "fp16_total_bytes", "total_bytes"}
     if not needed <= set(frame.columns):
         raise ArgumentError("frame", "must come from memory_table (fp32/fp16 totals)")
+    byte_columns = ["current_bytes", "fp16_bytes", "saved_bytes", "fp32_bytes"]
+    dtypes = (
+        frame["data_type"].astype(object)
+        if "data_type" in frame.columns
+        else pd.Series(pd.NA, index=frame.index, dtype=object)
+    )
     out = pd.DataFrame(
         {
-            "data_type": frame["data_type"].astype(object)
-            if "data_type" in frame.columns
-            else pd.NA,
-            "fp32_bytes": frame["fp32_total_bytes"].astype(np.int64),
-            "fp16_bytes": frame["fp16_total_bytes"].astype(np.int64),
+            "data_type": dtypes,
+            "already_fp16": (dtypes == DataType.FP16.value).astype(object),
             "current_bytes": frame["total_bytes"].astype(np.int64),
+            "fp16_bytes": frame["fp16_total_bytes"].astype(np.int64),
+            "fp32_bytes": frame["fp32_total_bytes"].astype(np.int64),
         },
         index=frame.index,
     )
-    out["saved_bytes"] = out["fp32_bytes"] - out["fp16_bytes"]
-    total = out[["fp32_bytes", "fp16_bytes", "current_bytes", "saved_bytes"]].sum()
+    out["saved_bytes"] = out["current_bytes"] - out["fp16_bytes"]
+    total = out[byte_columns].sum()
     row = pd.DataFrame(
-        {"data_type": [pd.NA], **{c: [np.int64(total[c])] for c in total.index}},
+        {
+            "data_type": [pd.NA],
+            "already_fp16": [pd.NA],
+            **{c: [np.int64(total[c])] for c in byte_columns},
+        },
         index=pd.Index([TOTAL_LABEL], name=frame.index.name),
     )
     out = pd.concat([out, row])
-    for column in ("fp32_bytes", "fp16_bytes", "current_bytes", "saved_bytes"):
+    for column in byte_columns:
         out[column] = out[column].astype(np.int64)
-    return out[["data_type", "fp32_bytes", "fp16_bytes", "saved_bytes", "current_bytes"]]
+    out["already_fp16"] = out["already_fp16"].astype("boolean")
+    return out[["data_type", "already_fp16", *byte_columns]]
 
 
 def with_dtype(

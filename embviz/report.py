@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import html
 import os
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
 from embviz.config import LargeEmbeddingsConfig, Mode
 from embviz.errors import EmbvizError
-from embviz.memory import OptimizerState, gpu_fit, human_bytes, memory_table, totals
+from embviz.memory import (
+    PLANNER_RESERVED_FRACTION,
+    TOTAL_LABEL,
+    OptimizerState,
+    dtype_savings,
+    gpu_fit,
+    human_bytes,
+    memory_table,
+    totals,
+)
+from embviz.serving import SERVING_DTYPES, serving_bytes
 
 __all__ = ["Report", "ReportError", "write_report"]
 
@@ -45,6 +58,7 @@ tr.total td { font-weight: bold; border-top: 2px solid #444; }
 .note { color: #555; font-size: 0.9em; } .bad { color: #D55E00; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 code { background: #f4f4f4; padding: 0 0.2em; }
+td.why, th.why { white-space: normal; text-align: left; min-width: 24em; }
 """
 
 
@@ -62,6 +76,8 @@ def write_report(
     title: str = "embviz report",
     source: str | None = None,
     compare_source: str | None = None,
+    serving_dtype: str | Mapping[str, str] | None = "int8",
+    snapshot: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Write ``out_dir/index.html`` and its figures (PNG files beside it).
 
@@ -84,6 +100,14 @@ def write_report(
         As for `embviz.memory_table`.
     title, source, compare_source : str
         Shown in the heading (``source``: where the config came from).
+    serving_dtype : str or mapping, optional
+        The serving section's choice (as ``memory_table(cfg, mode="inference",
+        serving_dtype=...)`` and ``embviz memory --mode inference --serving-dtype``): its bytes
+        per table and total. Every table in every serving dtype is shown beside it regardless.
+    snapshot : path, optional
+        A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
+        each logged table's rows in 2-D (`embviz.Projector`, drawn by
+        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame).
 
     Returns
     -------
@@ -93,7 +117,13 @@ def write_report(
     Raises
     ------
     ReportError
-        When only one of ``gpus`` and ``hbm_gib`` is given, or the folder cannot be written.
+        When only one of ``gpus`` and ``hbm_gib`` is given, the folder cannot be created or
+        written, or one of the report's file names is taken by a folder. The report's files
+        (``index.html`` and the PNG figures) are written fresh, each to a temporary file
+        renamed into place: a symlink of that name is replaced, never written through; other
+        files in the folder are left alone.
+    embviz.ArgumentError, embviz.ServingWidthError, UnknownTableError
+        A ``serving_dtype`` that is unknown, names unknown tables or does not fit a width.
     """
     import matplotlib
 
@@ -109,6 +139,13 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    # Refuse before the work where the files cannot be written.
+    owned = ["index.html", "memory.png", "dtype_savings.png"]
+    if gpus is not None:
+        owned.append("placement.png")
+    for name in owned:
+        _check_replaceable(out / name)
+    _replace(out / ".embviz-write-check", lambda handle: None, keep=False)
 
     frame = memory_table(cfg, optimizer_state, mode)
     sums = totals(frame)
@@ -117,13 +154,19 @@ def write_report(
 
     def save(figure: object, name: str) -> str:
         path = out / name
-        figure.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-        plt.close(figure)  # type: ignore[arg-type]
+        try:
+            _replace(
+                path,
+                lambda handle: figure.savefig(  # type: ignore[attr-defined]
+                    handle, format="png", dpi=110, bbox_inches="tight"
+                ),
+            )
+        finally:
+            plt.close(figure)  # type: ignore[arg-type]
         figures.append(path)
         return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
     fit = gpu_fit(frame, gpus, hbm_gib) if gpus is not None and hbm_gib is not None else None
-    budget = fit.available_bytes if fit else None
     summary = (
         f"<p>{len(frame)} tables, {human_bytes(int(sums['total_bytes']))} in all "
         f"({int(sums['total_bytes']):,} bytes: weights {human_bytes(int(sums['weight_bytes']))}, "
@@ -132,13 +175,14 @@ def write_report(
         f"<code>{html.escape(str(frame['mode'].iloc[0]))}</code>.</p>"
     )
     sections.append("<h2>Memory per table</h2>" + summary + _memory_html(frame))
-    sections.append(save(plot_memory(frame, budget_bytes=budget), "memory.png"))
-    saved = int(sums["fp32_total_bytes"] - sums["fp16_total_bytes"])
     sections.append(
-        "<h2>What fp16 saves</h2>"
-        f"<p>All tables in fp16: {human_bytes(int(sums['fp16_total_bytes']))}; all in fp32: "
-        f"{human_bytes(int(sums['fp32_total_bytes']))} ({human_bytes(saved)} saved).</p>"
-        + save(plot_dtype_savings(frame), "dtype_savings.png")
+        save(plot_memory(frame, hbm_bytes=fit.hbm_bytes if fit else None), "memory.png")
+    )
+    sections.append(_fp16_html(frame))
+    serving = serving_bytes(cfg)
+    sections.append(
+        _serving_html(cfg, serving, serving_dtype)
+        + save(plot_dtype_savings(frame, serving=serving), "dtype_savings.png")
     )
     if fit is not None:
         sections.append(
@@ -148,6 +192,8 @@ def write_report(
         )
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
+    if snapshot is not None:
+        sections.append(_projection_html(cfg, snapshot, save))
 
     heading = html.escape(title)
     origin = f"<p class='note'>{html.escape(source)}</p>" if source else ""
@@ -160,8 +206,72 @@ def write_report(
         "</body></html>"
     )
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    _replace(index, lambda handle: handle.write(page.encode("utf-8")))
     return Report(index=index, figures=tuple(figures))
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise ReportError(
+            f"{path}: is a folder; the report writes a file of that name (move the folder away "
+            "or choose another --out)"
+        )
+
+
+def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = True) -> None:
+    """Write one of the report's files fresh: a temporary file beside it, then a rename.
+
+    The rename replaces whatever ``path`` was (a file, or a symlink: never the file a link
+    points to), and a reader never sees a half-written file. ``keep=False`` removes the file
+    (a check that the folder can be written).
+    """
+    _check_replaceable(path)
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ReportError(
+            f"{path.parent}: cannot write the report there ({exc.strerror})"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        if keep:
+            os.chmod(temporary, 0o644)  # mkstemp's files are 0o600; a report is for sharing
+            os.replace(temporary, path)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:
+    """Each logged table of the snapshot (all its tables when none is logged) in 2-D."""
+    from embviz.norms import table_names
+    from embviz.plots.projection import plot_projection_sample
+    from embviz.projector import Projector
+    from embviz.snapshots import resolve_snapshot
+
+    path = resolve_snapshot(snapshot)
+    held = table_names(path)
+    wanted = [t for t in cfg.logged_tables if t in held] or held
+    parts = [
+        "<h2>Rows of the logged tables</h2>"
+        f"<p class='note'>From <code>{html.escape(str(path))}</code>. Each table's rows placed by "
+        "the PCA of all its rows (<code>embviz.Projector</code>); the figure draws a sample of "
+        "its frame stratified by norm. <code>embviz.Projector</code> in a notebook shows every "
+        "row, interactively.</p>"
+    ]
+    for name in wanted:
+        vocab = cfg.table(name).vocab if name in cfg.table_names else None
+        if vocab is not None and not Path(vocab).exists():
+            vocab = None
+        projector = Projector(path, name, vocab=vocab)
+        parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(projector.description)}</p>")
+        figure = plot_projection_sample(projector, title=None)
+        figure.axes[0].set_title(f"{name}: " + figure.axes[0].get_title(), fontsize=9)
+        parts.append(save(figure, f"projection_{name}.png"))
+    return "\n".join(parts)
 
 
 def _memory_html(frame: pd.DataFrame) -> str:
@@ -214,17 +324,133 @@ def _placement_html(
         parts.append(f"<p class='bad'>torchrec's planner: {html.escape(str(exc))}</p>")
         return "".join(parts)
     parts.append(save(plot_placement(placement, hbm_bytes=fit.hbm_bytes), "placement.png"))
-    rows = "".join(
-        f"<tr><td>{html.escape(str(r['table']))}</td><td>{html.escape(str(r['sharding_type']))}"
-        f"</td><td>{html.escape(str(r['compute_kernel']))}</td>"
-        f"<td>{html.escape(', '.join(map(str, r['ranks'])))}</td></tr>"
-        for _, r in placement.tables.iterrows()
-    )
-    parts.append(
-        "<table><tr><th>table</th><th>sharding</th><th>kernel</th><th>ranks</th></tr>"
-        f"{rows}</table>"
-    )
+    parts.append(_reasons_html(placement))
     return "".join(parts)
+
+
+def _reasons_html(placement) -> str:
+    """Bytes of each table on each rank, its sharding and why (`placement_reasons`)."""
+    from embviz.placement_reasons import placement_reasons, usable_bytes
+
+    reasons = placement_reasons(placement)
+    rank_columns = [c for c in reasons.columns if c.startswith("rank ")]
+    head = (
+        "<tr><th>table</th><th>sharding</th><th>shards</th><th>bytes</th>"
+        + "".join(f"<th>{html.escape(c)}</th>" for c in rank_columns)
+        + "<th class='why'>why</th></tr>"
+    )
+    body = []
+    for name, row in reasons.iterrows():
+        cells = "".join(
+            f"<td>{human_bytes(int(row[c])) if int(row[c]) else ''}</td>" for c in rank_columns
+        )
+        body.append(
+            f"<tr><td>{html.escape(str(name))}</td><td>{html.escape(row['sharding_type'])}</td>"
+            f"<td>{int(row['num_shards'])}</td><td>{human_bytes(int(row['table_bytes']))}</td>"
+            f"{cells}<td class='why'>{html.escape(row['reason'])}</td></tr>"
+        )
+    per_rank = "".join(f"<td>{human_bytes(int(reasons[c].sum()))}</td>" for c in rank_columns)
+    body.append(
+        "<tr class='total'><td>total</td><td></td><td></td>"
+        f"<td>{human_bytes(int(reasons['table_bytes'].sum()))}</td>{per_rank}<td></td></tr>"
+    )
+    return (
+        "<p>Bytes of each table on each rank (exact weights and optimizer state of its shards), "
+        "and why it sits there. torchrec's planner keeps, among the proposals that fit each "
+        f"GPU's usable {human_bytes(usable_bytes(placement))} (its memory less "
+        f"{PLANNER_RESERVED_FRACTION:.0%} kept for the dense model), the one its performance "
+        "model rates cheapest: a split is forced only where a table is larger than that.</p>"
+        f"<table class='reasons'>{head}{''.join(body)}</table>"
+    )
+
+
+def _fp16_html(frame: pd.DataFrame) -> str:
+    """fp16 against the config as it is: tables already fp16 save nothing and are named."""
+    savings = dtype_savings(frame)
+    total = savings.loc[TOTAL_LABEL]
+    tables = savings.drop(index=TOTAL_LABEL)
+    already = [str(n) for n in tables.index[tables["already_fp16"].fillna(False).astype(bool)]]
+    saving = [
+        f"{html.escape(str(n))} {human_bytes(int(b))}"
+        for n, b in tables["saved_bytes"].sort_values(ascending=False).items()
+        if b > 0
+    ]
+    return (
+        "<h2>What fp16 saves against this config</h2>"
+        f"<p>Switching every table to fp16 takes {human_bytes(int(total['current_bytes']))} "
+        f"to {human_bytes(int(total['fp16_bytes']))}: "
+        f"<b>{human_bytes(int(total['saved_bytes']))} saved</b> "
+        f"({int(total['saved_bytes']):,} bytes). "
+        + (
+            f"Already fp16, saving nothing more: {html.escape(', '.join(already))}. "
+            if already
+            else ""
+        )
+        + (f"Saving most: {'; '.join(saving[:5])}. " if saving else "")
+        + "Fused optimizer state stays fp32 by default, so only the weights halve.</p>"
+    )
+
+
+def _serving_html(cfg: LargeEmbeddingsConfig, serving: pd.DataFrame, serving_dtype: object) -> str:
+    """Bytes served from torchrec's quantized collection: the chosen dtype, and every dtype."""
+    parts = [
+        "<h2>Serving (inference from torchrec's quantized collection)</h2>",
+        "<p>Rows padded to 16 bytes; int8/int4/int2 rows carry a 4-byte fp16 scale and bias; "
+        "each table rounded up to 128 bytes; no optimizer state. Unquantized: the inference "
+        "collection in each table's own dtype.</p>",
+    ]
+    if serving_dtype is not None:
+        chosen = memory_table(cfg, mode="inference", serving_dtype=serving_dtype)
+        sums = totals(chosen)
+        if isinstance(serving_dtype, str):
+            label, flags = serving_dtype, f"--serving-dtype {serving_dtype}"
+        else:
+            pairs = [f"{k}={v}" for k, v in serving_dtype.items()]  # type: ignore[attr-defined]
+            label, flags = ", ".join(pairs), " ".join(f"--serving-dtype {p}" for p in pairs)
+        saved = int(sums["unquantized_bytes"]) - int(sums["total_bytes"])
+        parts.append(
+            f"<p class='serving-choice'>Served as <code>{html.escape(str(label))}</code>: "
+            f"<b>{human_bytes(int(sums['total_bytes']))}</b> ({int(sums['total_bytes']):,} "
+            f"bytes) against {human_bytes(int(sums['unquantized_bytes']))} unquantized "
+            f"({'-' if saved < 0 else ''}{human_bytes(abs(saved))} saved); torchrec's planner "
+            f"would estimate {human_bytes(int(sums['planner_bytes']))}. The same numbers as "
+            f"<code>embviz memory CONFIG --mode inference {html.escape(flags)}</code>.</p>"
+        )
+    dtypes = [d for d in SERVING_DTYPES if f"{d}_bytes" in serving.columns]
+    head = (
+        "<tr><th>table</th><th>rows</th><th>dim</th><th>dtype</th><th>unquantized</th>"
+        + "".join(f"<th>{d}</th>" for d in dtypes)
+        + "</tr>"
+    )
+    body = []
+
+    def cell(value: object) -> str:
+        return "<td>refused</td>" if pd.isna(value) else f"<td>{human_bytes(int(value))}</td>"
+
+    for name, row in serving.iterrows():
+        body.append(
+            f"<tr><td>{html.escape(str(name))}</td><td>{int(row['num_embeddings']):,}</td>"
+            f"<td>{int(row['embedding_dim'])}</td><td>{row['data_type']}</td>"
+            f"<td>{human_bytes(int(row['unquantized_bytes']))}</td>"
+            + "".join(cell(row[f"{d}_bytes"]) for d in dtypes)
+            + "</tr>"
+        )
+    body.append(
+        "<tr class='total'><td>total</td><td></td><td></td><td></td>"
+        f"<td>{human_bytes(int(serving['unquantized_bytes'].sum()))}</td>"
+        + "".join(
+            cell(pd.NA if serving[f"{d}_bytes"].isna().any() else serving[f"{d}_bytes"].sum())
+            for d in dtypes
+        )
+        + "</tr>"
+    )
+    refused = [f"{n}: {r}" for n, r in serving["refused"].items() if r]
+    note = (
+        "<ul class='note'>" + "".join(f"<li>{html.escape(r)}</li>" for r in refused) + "</ul>"
+        if refused
+        else ""
+    )
+    return "".join(parts) + f"<table>{head}{''.join(body)}</table>" + note
 
 
 def _compare_html(old, new, optimizer_state, mode, compare_source) -> str:

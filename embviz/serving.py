@@ -35,7 +35,9 @@ Nothing here imports torch or torchrec.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -56,11 +58,13 @@ __all__ = [
     "SERVING_WIDTH_MULTIPLE",
     "TABLE_ALIGNMENT",
     "ServingDtype",
+    "ServingFit",
     "ServingWidthError",
     "parse_serving_dtype",
     "planner_serving_bytes",
     "serving_bytes",
     "serving_dtypes",
+    "serving_fit",
     "serving_memory_table",
     "serving_row_bytes",
     "serving_table_bytes",
@@ -178,7 +182,12 @@ def serving_row_bytes(embedding_dim: ArrayLike, dtype: ArrayLike) -> np.ndarray:
         bits, extra = bits[0], extra[0]
     else:
         bits, extra = _dtype_arrays(names)
-    return np.asarray(_round_up(dims * bits // 8 + extra, ROW_ALIGNMENT), dtype=np.int64)
+    # floor(D * bits / 8) without the product: D * bits passes int64 for widths whose bytes
+    # still fit (an fp32 row is only 4 * D).
+    whole = np.where(bits >= 8, bits // 8, 1)
+    packed = np.where(bits >= 8, 1, 8 // np.maximum(bits, 1))
+    data = dims * whole // packed
+    return np.asarray(_round_up(data + extra, ROW_ALIGNMENT), dtype=np.int64)
 
 
 def serving_table_bytes(
@@ -406,3 +415,89 @@ def parse_serving_dtype(
     if default is None:
         return per_table
     return {name: per_table.get(name, default) for name in cfg.table_names}
+
+
+@dataclass(frozen=True)
+class ServingFit:
+    """Whether served tables fit in the memory of ``hosts`` serving hosts (a byte-count bound).
+
+    The tables are assumed split over the hosts by whole tables or shards; what else a host
+    runs (the dense model, request buffers) is not counted.
+    """
+
+    needed_bytes: int
+    available_bytes: int
+    hosts: int
+    host_bytes: int
+    fits: bool
+    min_hosts: int
+    largest_table: str
+    largest_table_bytes: int
+    message: str
+
+
+def serving_fit(frame: pd.DataFrame, hosts: int, host_gib: float) -> ServingFit:
+    """Compare served tables' bytes with ``hosts`` hosts of ``host_gib`` GiB each.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        From ``memory_table(cfg, mode="inference", serving_dtype=...)`` (its ``total_bytes``).
+    hosts : int
+        Serving hosts, >= 1.
+    host_gib : float
+        Memory of each host for the tables, GiB (binary), > 0.
+
+    Returns
+    -------
+    ServingFit
+        ``min_hosts`` is ``ceil(needed / host bytes)``; the message says whether the tables fit
+        and, where a table is larger than one host, that it must be sharded.
+
+    Raises
+    ------
+    embviz.ArgumentError
+        ``hosts`` not an integer >= 1, ``host_gib`` not a number > 0, or a frame without
+        ``total_bytes``.
+    """
+    from embviz.arguments import integer, number
+    from embviz.memory import compact_bytes, human_bytes
+
+    hosts = integer("hosts", hosts)
+    host_gib = number("host_gib", host_gib, strict=True)
+    if "total_bytes" not in frame.columns or frame.empty:
+        raise _argument_error("frame", "must be a non-empty frame from memory_table")
+    host_bytes = round(host_gib * 1024**3)
+    needed = int(frame["total_bytes"].sum())
+    available = hosts * host_bytes
+    largest = str(frame["total_bytes"].idxmax())
+    largest_bytes = int(frame["total_bytes"].max())
+    min_hosts = max(1, math.ceil(needed / host_bytes))
+    fits = needed <= available
+    size = f"{host_gib:g} GiB"
+    if fits:
+        message = (
+            f"fits on {hosts} serving host{'s' if hosts > 1 else ''} of {size}: "
+            f"{compact_bytes(needed)} of {compact_bytes(available)}"
+        )
+    else:
+        message = (
+            f"needs at least {min_hosts} serving hosts of {size}: {compact_bytes(needed)} "
+            f"against {compact_bytes(available)}"
+        )
+    if largest_bytes > host_bytes:
+        message += (
+            f"; table {largest!r} ({human_bytes(largest_bytes, 1)}) is larger than one host "
+            "and must be sharded"
+        )
+    return ServingFit(
+        needed_bytes=needed,
+        available_bytes=available,
+        hosts=hosts,
+        host_bytes=host_bytes,
+        fits=fits,
+        min_hosts=min_hosts,
+        largest_table=largest,
+        largest_table_bytes=largest_bytes,
+        message=message,
+    )

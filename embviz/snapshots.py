@@ -7,7 +7,9 @@ its data). A table's weight sits in the manifest under a path that ends in
 ``embedding_bags.<table>.weight`` (``0/model/large_embeddings.ebc.embedding_bags.user.weight`` for
 TwHIN; ``module.`` is added when the model was wrapped in DistributedModelParallel).
 
-Everything here reads the manifest only, except `read_table`, which reads exactly one tensor.
+Everything here reads the manifest only, except `read_table`, which reads exactly one tensor
+through the checked reader of `embviz.snapshot_reader` (which also reads tables in bounded blocks:
+`iter_table_blocks`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "SnapshotError",
     "checkpoints",
     "read_table",
+    "resolve_snapshot",
     "save_snapshot",
     "snapshot_tables",
 ]
@@ -60,8 +63,20 @@ class _TableEntry:
     entry: Any  # torchsnapshot manifest entry
 
 
+# Prefixes of local snapshot paths: embviz's ``file://`` and torchsnapshot's own ``fs://``.
+_LOCAL_PREFIXES = ("file://", "fs://")
+
+
 def _is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+    """A remote snapshot (``s3://``, ``gs://``, a registered torchsnapshot storage plugin)."""
+    return "://" in path and not path.startswith(_LOCAL_PREFIXES)
+
+
+def _local_text(path: str) -> str:
+    for prefix in _LOCAL_PREFIXES:
+        if path.startswith(prefix):
+            return path.removeprefix(prefix)
+    return path
 
 
 def _finished_steps(folder: Path) -> list[int]:
@@ -78,7 +93,7 @@ def _open(path: str | os.PathLike[str]) -> Snapshot:
 
     text = str(path)
     if not _is_uri(text):
-        local = Path(text.removeprefix("file://"))
+        local = Path(_local_text(text))
         if not local.exists():
             raise SnapshotError(f"{text}: no such snapshot (the path does not exist)")
         if not local.is_dir():
@@ -113,21 +128,46 @@ def _open(path: str | os.PathLike[str]) -> Snapshot:
     return snapshot
 
 
-def _entry_shape_dtype(entry: Any) -> tuple[tuple[int, ...], str] | None:
-    """Global shape and dtype of a tensor entry, or None for anything that is not a tensor."""
+def _entry_shape_dtype(label: str, name: str, entry: Any) -> tuple[tuple[int, ...], str] | None:
+    """Global shape and dtype of a tensor entry, checked, or None for anything else.
+
+    Shapes must hold non-negative integers whose bytes fit in int64, and the dtype must be one
+    the reader knows; otherwise a `SnapshotError` names ``.snapshot_metadata``.
+    """
     from torchsnapshot.manifest import ChunkedTensorEntry, ShardedTensorEntry, TensorEntry
 
+    from embviz.snapshot_reader import check_entry_shape_dtype, check_shape
+
     if isinstance(entry, (TensorEntry, ChunkedTensorEntry)):
-        return tuple(int(n) for n in entry.shape), entry.dtype.removeprefix("torch.")
+        dtype = str(entry.dtype)
+        shape = check_entry_shape_dtype(label, name, entry.shape, dtype)
+        return shape, dtype.removeprefix("torch.")
     if isinstance(entry, ShardedTensorEntry) and entry.shards:
         # The global shape is where the furthest shard ends, dimension by dimension.
-        ndim = len(entry.shards[0].sizes)
-        shape = tuple(max(s.offsets[d] + s.sizes[d] for s in entry.shards) for d in range(ndim))
-        return shape, entry.shards[0].tensor.dtype.removeprefix("torch.")
+        ends = []
+        for shard in entry.shards:
+            offsets = check_shape(label, name, shard.offsets, "shard offsets")
+            sizes = check_shape(label, name, shard.sizes, "shard sizes")
+            if len(offsets) != len(sizes):
+                raise SnapshotError(
+                    f"{label.rstrip('/')}/{METADATA_FILE}: table {name!r}: a shard has offsets "
+                    f"{list(offsets)} but sizes {list(sizes)}"
+                )
+            ends.append(tuple(o + n for o, n in zip(offsets, sizes, strict=True)))
+        ndim = len(ends[0])
+        if any(len(e) != ndim for e in ends):
+            raise SnapshotError(
+                f"{label.rstrip('/')}/{METADATA_FILE}: table {name!r}: its shards have different "
+                "numbers of dimensions"
+            )
+        shape = tuple(max(e[d] for e in ends) for d in range(ndim))
+        dtype = str(entry.shards[0].tensor.dtype)
+        shape = check_entry_shape_dtype(label, name, list(shape), dtype)
+        return shape, dtype.removeprefix("torch.")
     return None
 
 
-def _table_entries(snapshot: Snapshot) -> dict[str, _TableEntry]:
+def _table_entries(snapshot: Snapshot, label: str) -> dict[str, _TableEntry]:
     """Every ``...embedding_bags.<name>.weight`` tensor of the snapshot, by table name.
 
     Entries of every rank are merged the way `Snapshot.read_object` sees them from rank 0:
@@ -136,17 +176,22 @@ def _table_entries(snapshot: Snapshot) -> dict[str, _TableEntry]:
     """
     from torchsnapshot.manifest_ops import get_manifest_for_rank
 
-    manifest, merged_sharded = get_manifest_for_rank(metadata=snapshot.metadata, rank=0)
+    try:
+        manifest, merged_sharded = get_manifest_for_rank(metadata=snapshot.metadata, rank=0)
+    except Exception as exc:  # a hostile manifest breaks torchsnapshot in untyped ways
+        raise SnapshotError(
+            f"{label.rstrip('/')}/{METADATA_FILE}: corrupt manifest ({type(exc).__name__}: {exc})"
+        ) from None
     logical = {**manifest, **merged_sharded}
     found: dict[str, list[_TableEntry]] = {}
     for logical_path, entry in logical.items():
         match = _TABLE_PATH.search(logical_path)
         if match is None:
             continue
-        shape_dtype = _entry_shape_dtype(entry)
+        name = match.group("name")
+        shape_dtype = _entry_shape_dtype(label, name, entry)
         if shape_dtype is None:
             continue
-        name = match.group("name")
         shape, dtype = shape_dtype
         found.setdefault(name, []).append(
             _TableEntry(name, f"0/{logical_path}", shape, dtype, entry)
@@ -187,7 +232,7 @@ def snapshot_tables(path: str | os.PathLike[str]) -> pd.DataFrame:
     import pandas as pd
 
     snapshot = _open(path)
-    tables = _table_entries(snapshot)
+    tables = _table_entries(snapshot, str(path))
     if not tables:
         raise SnapshotError(
             f"{path}: no embedding tables in this snapshot (no manifest path ends in "
@@ -217,14 +262,14 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _itemsize(dtype: str) -> int:
-    import torch
+    from embviz.snapshot_reader import itemsize
 
-    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    return itemsize(dtype)
 
 
 def _find(path: str | os.PathLike[str], name: str) -> tuple[Snapshot, _TableEntry]:
     snapshot = _open(path)
-    tables = _table_entries(snapshot)
+    tables = _table_entries(snapshot, str(path))
     if name in tables:
         return snapshot, tables[name]
     # A full logical path or manifest key is accepted too.
@@ -265,38 +310,14 @@ def read_table(
     ------
     SnapshotError
         Unknown name (the message lists the tables), ``out`` of another shape or dtype (both
-        shown), or a snapshot that is missing, unfinished, or whose data files cannot be read.
+        shown), a snapshot that is missing or unfinished, or anything the checked reader finds
+        wrong (`embviz.snapshot_reader`): a location outside the snapshot folder, a missing,
+        truncated or emptied data file, a manifest shape the data does not hold, an unknown
+        dtype or serializer, a failed read. The message names the file.
     """
-    import torch
+    from embviz.snapshot_reader import read_into
 
-    snapshot, item = _find(path, name)
-    dtype = getattr(torch, item.dtype)
-    if out is None:
-        out = torch.empty(item.shape, dtype=dtype)
-    elif tuple(out.shape) != item.shape or out.dtype != dtype:
-        raise SnapshotError(
-            f"{path}: table {item.name!r} is {_describe(item.shape, item.dtype)} in the snapshot, "
-            f"but the tensor to load it into is {_describe(tuple(out.shape), str(out.dtype))}"
-        )
-    try:
-        with torch.no_grad():
-            result = snapshot.read_object(item.path, obj_out=out)
-    except FileNotFoundError as exc:
-        raise SnapshotError(
-            f"{path}: corrupt snapshot: data of table {item.name!r} is missing ({exc})"
-        ) from None
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise SnapshotError(
-            f"{path}: cannot read table {item.name!r} ({type(exc).__name__}: {exc})"
-        ) from None
-    if result is not out:  # torchsnapshot loads in place; copy if a version did not
-        with torch.no_grad():
-            out.copy_(result)
-    return out
-
-
-def _describe(shape: tuple[int, ...], dtype: str) -> str:
-    return f"{' x '.join(map(str, shape))} {dtype.removeprefix('torch.')}"
+    return read_into(path, name, out)
 
 
 def save_snapshot(
@@ -401,3 +422,36 @@ def checkpoints(save_dir: str | os.PathLike[str]) -> pd.DataFrame:
     )
     frame.attrs["unfinished"] = sorted(unfinished)
     return frame
+
+
+def resolve_snapshot(path: str | os.PathLike[str], step: int | None = None) -> str:
+    """One snapshot folder from a snapshot or a checkpoint folder (``save_dir/<step>/``).
+
+    A checkpoint folder gives its latest finished step, or ``step``. Raises `SnapshotError`
+    (missing path, no finished checkpoint, unknown step, listing the steps there are).
+    """
+    text = os.fspath(path)
+    if os.path.isfile(os.path.join(text, METADATA_FILE)):
+        if step is not None:
+            raise SnapshotError(
+                f"{text}: a single snapshot; --step/step only applies to a checkpoint folder"
+            )
+        return text
+    # A checkpoint folder holds finished <step>/ snapshots. (A snapshot's own rank folders are
+    # numbered too, so digits alone do not make one: an unfinished snapshot has "0/".)
+    finished = os.path.isdir(text) and any(
+        name.isdigit() and os.path.isfile(os.path.join(text, name, METADATA_FILE))
+        for name in os.listdir(text)
+    )
+    if not finished:
+        # Let the snapshot reader say what is wrong with it (missing, unfinished, a file...).
+        snapshot_tables(text)
+        return text
+    frame = checkpoints(text)
+    if step is None:
+        return str(frame["path"].iloc[-1])
+    match = frame[frame["step"] == int(step)]
+    if match.empty:
+        steps = ", ".join(str(s) for s in frame["step"])
+        raise SnapshotError(f"{text}: no finished checkpoint at step {step} (steps: {steps})")
+    return str(match["path"].iloc[0])

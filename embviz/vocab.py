@@ -56,6 +56,12 @@ def _examples(values: Any) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > _SHOWN else "")
 
 
+def _clip(exc: Exception, limit: int = 200) -> str:
+    """An error's text on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _parquet_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -93,7 +99,10 @@ def load_vocab(path: str | os.PathLike[str], num_embeddings: int | None = None) 
     folder = Path(path)
     if not folder.exists():
         raise VocabError(f"{folder}: no such vocabulary folder")
-    files = _parquet_files(folder)
+    try:
+        files = _parquet_files(folder)
+    except OSError as exc:
+        raise VocabError(f"{exc.filename or folder}: cannot list ({exc.strerror})") from None
     if not files:
         raise VocabError(f"{folder}: no parquet files (expected *.parquet with {_columns_text()})")
     ids: list[np.ndarray] = []
@@ -102,7 +111,7 @@ def load_vocab(path: str | os.PathLike[str], num_embeddings: int | None = None) 
         try:
             schema = pq.read_schema(file)
         except (OSError, pa.ArrowException) as exc:
-            raise VocabError(f"{file}: not a readable parquet file ({exc})") from None
+            raise VocabError(f"{file}: not a readable parquet file ({_clip(exc)})") from None
         missing = [c for c in (ID_COLUMN, ROW_COLUMN) if c not in schema.names]
         if missing:
             raise VocabError(
@@ -114,7 +123,10 @@ def load_vocab(path: str | os.PathLike[str], num_embeddings: int | None = None) 
             kind = schema.field(column).type
             if not pa.types.is_integer(kind):
                 raise VocabError(f"{file}: column {column!r} is {kind}, expected an integer type")
-        table = pq.read_table(file, columns=[ID_COLUMN, ROW_COLUMN])
+        try:
+            table = pq.read_table(file, columns=[ID_COLUMN, ROW_COLUMN])
+        except (OSError, pa.ArrowException) as exc:
+            raise VocabError(f"{file}: cannot read its data: damaged ({_clip(exc)})") from None
         for column in (ID_COLUMN, ROW_COLUMN):
             nulls = table.column(column).null_count
             if nulls:

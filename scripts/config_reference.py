@@ -85,7 +85,10 @@ def render() -> str:
     lines += [
         "Unknown fields are refused at every level. `OptimizerConfig` takes exactly one of "
         "`adam`, `sgd`, `adagrad`; `LearningRate` exactly one schedule; `piecewise_constant` one "
-        "more value than boundaries; table names are unique and `tables_to_log` names tables. "
+        "more value than boundaries; table names are unique, hold no `.` (torch module names "
+        "cannot) and no `/` (snapshot paths use it), and `tables_to_log` names tables. Numbers "
+        "are finite (`.inf` and `.nan` are refused), and a table's bytes must fit int64 in "
+        "every accounting (see [Limits](#limits)). A key given twice in a mapping is an error. "
         "`embedding_dim % 4 != 0` is valid but warns (FBGEMM's fused kernels need multiples of "
         "4). `embviz schema` prints the JSON Schema.",
         "",

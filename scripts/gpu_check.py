@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -281,7 +282,10 @@ def section_bandwidth(check: Any, properties: Any, device: Any) -> pd.DataFrame:
 def section_row_norms(device: Any, rows: int) -> pd.DataFrame:
     """`embviz.row_norms` throughput on the device against ``torch.sum`` and a copy."""
     print(f"\n## row norms of a {rows:,} x 64 table against the device's bandwidth")
-    frame = embviz.row_norm_throughput(device, rows=rows, dim=64)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_norms import row_norm_throughput
+
+    frame = row_norm_throughput(device, rows=rows, dim=64)
     copy = frame[frame["op"] == "copy"].set_index("dtype")["gb_per_s"]
     frame["vs_copy"] = frame["gb_per_s"] / frame["dtype"].map(copy)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -31,7 +31,10 @@ def main() -> None:
     ranker = embviz.load_config(embviz.example("ranker"))
     memory = embviz.memory_table(ranker)
     save(embviz.plot_memory(memory, hbm_bytes=16 * 2**30), "memory.png")
-    save(embviz.plot_dtype_savings(memory), "dtype_savings.png")
+    save(
+        embviz.plot_dtype_savings(memory, serving=embviz.serving_bytes(ranker)),
+        "dtype_savings.png",
+    )
     placement = embviz.plan(ranker, gpus=4, hbm_gib=16, progress=False)
     save(embviz.plot_placement(placement, hbm_bytes=placement.hbm_bytes), "placement.png")
 
@@ -40,8 +43,19 @@ def main() -> None:
     stats = embviz.norm_stats(latest, config=run.config, progress=False)
     hist = embviz.norm_histogram(latest, config=run.config, scale="log", progress=False)
     save(plot_norm_histograms(hist, stats), "norm_histograms.png")
-    history = embviz.norm_history(run.save_dir, config=run.config, progress=False)
+    history = embviz.norm_history(run.save_dir, config=run.config, initial="first", progress=False)
     save(plot_norm_bands(history), "norm_bands.png")
+    quality = embviz.quantization_error_table(
+        latest, ["fp16", "int8", "int4", "int2"], rows=50_000, progress=False
+    )
+    save(
+        embviz.plot_dtype_savings(
+            embviz.memory_table(run.config),
+            serving=embviz.serving_bytes(run.config),
+            quality=quality,
+        ),
+        "serving_quality.png",
+    )
 
 
 if __name__ == "__main__":

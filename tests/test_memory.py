@@ -400,13 +400,32 @@ def test_largest_tables_keeps_the_sum(ranker):
         largest_tables(frame, 1)
 
 
-def test_dtype_savings(ranker):
-    savings = dtype_savings(memory_table(ranker))
+def test_dtype_savings_against_the_current_config(ranker):
+    frame = memory_table(ranker)
+    savings = dtype_savings(frame)
     assert savings.index[-1] == "(total)"
-    assert savings.loc["item_id", "saved_bytes"] == 20_000_000 * 128 * 2  # fp32 state stays
+    # item_id is fp16 already: switching it to fp16 saves nothing, and it is marked.
+    assert savings.loc["item_id", "already_fp16"]
+    assert savings.loc["item_id", "saved_bytes"] == 0
     assert savings.loc["item_id", "current_bytes"] == savings.loc["item_id", "fp16_bytes"]
+    # author_id (fp32, Adagrad): the weights halve, the fp32 state stays.
+    assert not savings.loc["author_id", "already_fp16"]
+    assert savings.loc["author_id", "saved_bytes"] == 5_000_000 * 64 * 2
     assert savings.loc["author_id", "current_bytes"] == savings.loc["author_id", "fp32_bytes"]
-    assert savings.loc["(total)", "saved_bytes"] == 22_260_096_768
+    fp32_tables = frame.index[frame["data_type"] == "fp32"]
+    expected = (frame.loc[fp32_tables, "weight_bytes"] // 2).sum()
+    assert savings.loc["(total)", "saved_bytes"] == expected == 948_096_768
+    assert savings.loc["(total)", "current_bytes"] == frame["total_bytes"].sum()
     assert (savings.iloc[:-1]["saved_bytes"] >= 0).all()
     with pytest.raises(ArgumentError, match="frame"):
         dtype_savings(savings)
+
+
+def test_largest_tables_keep_groups_another_frame_alike(ranker):
+    frame = memory_table(ranker)
+    serving = embviz.serving_bytes(ranker)
+    keep = list(largest_tables(frame, 5).index[:-1])
+    grouped = largest_tables(serving, 5, keep=keep)
+    assert list(grouped.index) == [*keep, "(8 others)"]
+    for dtype in ("fp32", "fp16", "int8", "int4", "int2"):
+        assert grouped[f"{dtype}_bytes"].sum() == serving[f"{dtype}_bytes"].sum()

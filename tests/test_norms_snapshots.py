@@ -24,10 +24,9 @@ from embviz.norms import (
     EmptyTableError,
     norm_history,
     norm_stats,
-    resolve_snapshot,
     row_norms,
 )
-from embviz.snapshots import METADATA_FILE, SnapshotError
+from embviz.snapshots import METADATA_FILE, SnapshotError, resolve_snapshot
 
 
 class Wrapper(torch.nn.Module):
@@ -58,13 +57,14 @@ def _collection(seed: int = 0) -> torchrec.EmbeddingBagCollection:
 
 
 def _expected(weight: torch.Tensor) -> dict[str, float]:
-    norms = torch.linalg.vector_norm(weight.float(), dim=1)
-    q = torch.quantile(norms, torch.tensor(list(QUANTILES.values()))).tolist()
+    """The statistics in float64 (the exact reference the float32 results are held to)."""
+    norms = torch.linalg.vector_norm(weight.double(), dim=1)
+    q = torch.quantile(norms, torch.tensor(list(QUANTILES.values()), dtype=torch.float64))
     return {
         "mean": float(norms.mean()),
         "std": float(norms.std()),
         "min": float(norms.min()),
-        **dict(zip(QUANTILES, q, strict=True)),
+        **dict(zip(QUANTILES, q.tolist(), strict=True)),
         "max": float(norms.max()),
     }
 
@@ -98,27 +98,29 @@ def test_snapshot_stats_equal_torch_and_the_live_collection(snap):
     assert list(stats.index) == ["user", "tweet"]
     assert list(stats.columns) == STAT_COLUMNS
     live = norm_stats(ebc, progress=False)
-    # The same values from disk and from memory: the same statistics, to the bit.
+    # The same values streamed from disk and held in memory: the same norms, the same statistics
+    # (one kernel, row by row, on both paths).
     assert stats.equals(live)
     for name in ("user", "tweet"):
         weight = ebc.embedding_bags[name].weight.detach()
         for column, value in _expected(weight).items():
-            assert stats.loc[name, column] == value, (name, column)
+            # float32 norms of 16 or 8 values: a few ulps from the float64 reference.
+            assert stats.loc[name, column] == pytest.approx(value, rel=2e-6), (name, column)
     assert ebc.embedding_bags["tweet"].weight.dtype == torch.float16
 
 
 def test_snapshot_reads_only_the_tables_asked_for(snap, monkeypatch):
-    import embviz.snapshots
+    import embviz.snapshot_reader
 
     path, _ = snap
     calls = []
-    real = embviz.snapshots.read_table
+    real = embviz.snapshot_reader.iter_table_blocks
 
     def spy(p, name, *args, **kwargs):
         calls.append(name)
         return real(p, name, *args, **kwargs)
 
-    monkeypatch.setattr(embviz.snapshots, "read_table", spy)
+    monkeypatch.setattr(embviz.snapshot_reader, "iter_table_blocks", spy)
     stats = norm_stats(path, tables=["tweet"], sample=1_000, progress=False)
     assert calls == ["tweet"]
     assert stats.loc["tweet", "sampled"] == 1_000
@@ -144,7 +146,7 @@ def test_snapshot_errors(snap, tmp_path):
     data = [p for p in corrupt.rglob("*") if p.is_file() and p.name != METADATA_FILE]
     for file in data:
         file.unlink()
-    with pytest.raises(SnapshotError, match=r"corrupt snapshot|cannot read table"):
+    with pytest.raises(SnapshotError, match=r"batched/.*: data file of table '\w+' is missing"):
         norm_stats(corrupt, tables=["user"], progress=False)
     garbled = tmp_path / "garbled"
     shutil.copytree(path, garbled)
@@ -245,16 +247,16 @@ def test_norms_move_where_training_moved_the_rows(demo):
 
 @pytest.mark.slow
 def test_norm_history_reads_only_the_logged_tables(demo, monkeypatch):
-    import embviz.snapshots
+    import embviz.snapshot_reader
 
     calls = []
-    real = embviz.snapshots.read_table
+    real = embviz.snapshot_reader.iter_table_blocks
 
     def spy(path, name, *args, **kwargs):
         calls.append((Path(path).name, name))
         return real(path, name, *args, **kwargs)
 
-    monkeypatch.setattr(embviz.snapshots, "read_table", spy)
+    monkeypatch.setattr(embviz.snapshot_reader, "iter_table_blocks", spy)
     only_tweet = demo.config.model_copy(update={"tables_to_log": ["tweet"]})
     history = norm_history(demo.save_dir, config=only_tweet, steps=[40, 120], progress=False)
     assert history["table"].tolist() == ["tweet", "tweet"]
@@ -283,5 +285,5 @@ def test_sampled_history_describes_the_same_rows_at_every_step(demo):
 
     rows = sample_rows(demo.config.table("user").num_embeddings, 5_000, seed=3)
     weight = embviz.read_table(demo.save_dir / "80", "user")
-    norms = torch.linalg.vector_norm(weight[rows], dim=1)
+    norms = row_norms(weight, rows)
     assert history[history.step == 80]["mean"].item() == float(norms.mean())

@@ -41,6 +41,13 @@ FORMAT_CONSTANTS = {
     "2": "bytes of an fp16 number; Adam's two moments",
     "4": "bytes of an fp32 number; FBGEMM's dim % 4 rule",
     "11": "significant bits of fp16",
+    "16": "torchrec's row alignment (bytes); NVTabular's smallest dim",
+    "512": "NVTabular's largest dim",
+    "600": "fastai's largest dim",
+    "1.6": "fastai's dim rule: min(600, round(1.6 n^0.56))",
+    "0.56": "fastai's dim rule: min(600, round(1.6 n^0.56))",
+    "0.25": "the fourth-root dim rules (Google, Merlin)",
+    "4000000": "rows log_ebc_norms samples per rank at most",
     "2⁻¹¹": "fp16's unit roundoff",
     "2⁻¹⁴": "smallest normal fp16",
     "2⁻²⁴": "smallest subnormal fp16",
@@ -168,9 +175,14 @@ def test_runs_top_to_bottom(path: Path):
 CHECKED = [p for p in NOTEBOOKS if _checked(nbformat.read(p, as_version=4))]
 
 
-def test_teaching_notebook_is_checked():
-    # The checks below apply to notebooks marked as checked; 01 and 02 join when converted.
-    assert ROOT / "notebooks" / "03_teaching_embedding_bags.ipynb" in CHECKED
+def test_the_three_notebooks_are_checked():
+    # The checks below apply to notebooks marked as checked.
+    for name in (
+        "01_tune_table_sizes.ipynb",
+        "02_inspect_logged_embeddings.ipynb",
+        "03_teaching_embedding_bags.ipynb",
+    ):
+        assert ROOT / "notebooks" / name in CHECKED
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 import embviz
 from embviz import LargeEmbeddingsConfig
-from embviz.memory import PLANNER_RESERVED_FRACTION, dtype_savings, human_bytes, memory_table
+from embviz.memory import PLANNER_RESERVED_FRACTION, human_bytes, memory_table
 from embviz.plots import plot_dtype_savings, plot_memory, plot_placement
 from embviz.plots.memory import OKABE_ITO, MemoryPlot
 
@@ -211,27 +211,6 @@ def test_many_tables_are_legible(ranker):
     assert min(t.get_fontsize() for t in ax.get_yticklabels()) >= 6
     # A new figure grows with the number of bars.
     assert fig.get_size_inches()[1] > 8
-
-
-def test_plot_dtype_savings(frame):
-    fig = plot_dtype_savings(frame)
-    ax = fig.axes[0]
-    fp32, fp16 = ax.containers
-    savings = dtype_savings(frame)
-    order = ["(total)", *savings.iloc[:-1].sort_values("fp32_bytes", ascending=False).index]
-    labels = _rows(ax)
-    assert [label.split(" [")[0] for label in labels] == order
-    assert labels[1] == "user_id [fp16]"
-    expected = savings.loc[order]
-    np.testing.assert_allclose(_widths(fp32), expected["fp32_bytes"] / GIB)
-    np.testing.assert_allclose(_widths(fp16), expected["fp16_bytes"] / GIB)
-    texts = [t.get_text().strip() for t in ax.texts]
-    assert texts == [f"saves {human_bytes(int(b))}" for b in expected["saved_bytes"]]
-    # Total: 57,655,745,536 fp32 against 35,395,648,768 fp16 bytes.
-    assert expected.loc["(total)", "saved_bytes"] == 57_655_745_536 - 35_395_648_768
-    assert human_bytes(22_260_096_768) in ax.get_title()
-    assert fp32.patches[0].get_facecolor() == to_rgba(OKABE_ITO["sky_blue"])
-    assert fp16.patches[0].get_facecolor() == to_rgba(OKABE_ITO["bluish_green"])
 
 
 @pytest.fixture(scope="module")

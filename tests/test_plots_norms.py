@@ -27,6 +27,8 @@ from embviz.plots import (
 )
 from embviz.plots.memory import OKABE_ITO
 
+from figure_audit import audit
+
 CONFIG = embviz.parse_config(
     """
 tables:
@@ -151,6 +153,36 @@ def test_band_edges_equal_quantiles_over_steps():
         assert ax.get_xlabel() == "training step"
 
 
+def test_bands_show_a_change_the_quantiles_hide():
+    # The demo's tweet table: 2/3 of the rows keep their initial values, so every quantile is
+    # flat while the max climbs 40-fold; the log axis, the max line and the title show it.
+    steps = [0, 150, 300]
+    history = pd.DataFrame(
+        {
+            "step": steps,
+            "table": "tweet",
+            "mean": 0.00417,
+            "p1": 0.00157,
+            "p5": 0.00236,
+            "p50": 0.00423,
+            "p95": 0.00573,
+            "p99": 0.00623,
+            "max": [0.0072790, 0.0705, 0.287191],
+            "unchanged_share": [1.0, 0.77, 0.674221],
+        }
+    )
+    fig = plot_norm_bands(history)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["max"].get_ydata().tolist() == history["max"].tolist()
+    assert "max 0.00728 \u2192 0.287" in ax.get_title()
+    assert "rows unchanged 100% \u2192 67%" in ax.get_title()
+    low, high = ax.get_ylim()
+    assert low <= 0.00157 and high >= 0.287
+    assert audit(fig)["axes"][0]["legend_covers"] == []
+
+
 def test_bands_from_a_real_history(tmp_path):
     from embviz.norms import norm_history
 
@@ -166,8 +198,9 @@ def test_bands_from_a_real_history(tmp_path):
 
 
 def test_projection_points_colours_and_colourbar(state):
-    frame = project(state["user"], n=500, seed=1)
-    fig = plot_projection(frame)
+    projection = project(state["user"], n=500, seed=1)
+    frame = projection.frame
+    fig = plot_projection(projection)
     ax = fig.axes[0]
     points = next(c for c in ax.collections if isinstance(c, PathCollection))
     np.testing.assert_array_equal(points.get_offsets(), frame[["x", "y"]].to_numpy())
@@ -178,7 +211,7 @@ def test_projection_points_colours_and_colourbar(state):
     assert "500 rows of 3,000" in ax.get_title()
     # Redrawing on the same Axes reuses its colourbar instead of adding one each time.
     for _ in range(3):
-        plot_projection(frame, ax=ax)
+        plot_projection(projection, ax=ax)
     assert len(fig.axes) == 2
 
 
@@ -204,6 +237,12 @@ def test_fp16_tradeoff_bars_equal_errors_and_saved_bytes(state):
     out = plot_fp16_tradeoff(errors, {"user": 2**20, "tweet": 0}, axes=axes)
     assert out is fig2
     assert [b.get_width() for b in _bars(axes[0])] == [1.0, 0.0]
+    # The legend lies outside both panels: it covers no bar (tweet's is the last, at the bottom).
+    for figure in (fig, fig2):
+        assert [ax["legend_covers"] for ax in audit(figure)["axes"]] == [[], []]
+        box = figure.axes[1].get_legend().get_window_extent()
+        for bar in _bars(figure.axes[1]):
+            assert not box.overlaps(bar.get_window_extent())
     assert axes[0].get_xlabel() == "saved by fp16 (MiB)"
     # A value beyond fp16's range: infinite norm error, written out instead of a bar.
     overflowing = errors.copy()

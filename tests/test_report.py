@@ -113,3 +113,66 @@ def test_cli_bad_arguments_exit_two(tmp_path, run_cli, args, message):
     result = run_cli("report", embviz.example("ranker"), "--out", tmp_path, *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fp16_section_is_against_the_current_config(ranker, tmp_path):
+    page = write_report(ranker, tmp_path).index.read_text()
+    section = page[page.index("What fp16 saves") : page.index("<h2>Serving")]
+    savings = embviz.dtype_savings(embviz.memory_table(ranker))
+    assert f"{int(savings.loc['(total)', 'saved_bytes']):,} bytes" in section
+    assert "948,096,768 bytes" in section  # not the all-fp32 against all-fp16 difference
+    for name in ("user_id", "item_id", "user_follows_hashed", "ad_campaign"):
+        assert name in section.split("Already fp16")[1].split(".")[0]
+
+
+def test_serving_section_agrees_with_the_cli(ranker, tmp_path, run_cli):
+    import io
+
+    import pandas as pd
+
+    page = write_report(ranker, tmp_path, serving_dtype="int4").index.read_text()
+    result = run_cli(
+        "memory",
+        str(embviz.example("ranker")),
+        "--mode",
+        "inference",
+        "--serving-dtype",
+        "int4",
+        "--format",
+        "csv",
+    )
+    assert result.returncode == 0, result.stderr
+    cli = pd.read_csv(io.StringIO(result.stdout), index_col="table")
+    total = int(cli.loc["(total)", "total_bytes"])
+    assert total == int(
+        embviz.memory_table(ranker, mode="inference", serving_dtype="int4")["total_bytes"].sum()
+    )
+    assert f"({total:,} bytes)" in page
+    assert "--serving-dtype int4" in page
+    serving = embviz.serving_bytes(ranker)
+    for dtype in ("int8", "int4", "int2"):
+        assert f"<td>{embviz.human_bytes(int(serving[f'{dtype}_bytes'].sum()))}</td>" in page
+
+
+def test_placement_section_has_bytes_per_rank_and_why(ranker, tmp_path):
+    from embviz.placement_reasons import placement_reasons
+
+    page = write_report(ranker, tmp_path, gpus=4, hbm_gib=16).index.read_text()
+    placement = embviz.plan(ranker, gpus=4, hbm_gib=16, progress=False)
+    reasons = placement_reasons(placement)
+    by_rank = placement.bytes_by_rank(top=len(ranker.tables))
+    for rank in range(4):
+        # The reasons' per-rank bytes are the plan's, table by table.
+        column = reasons[f"rank {rank}"]
+        for table, value in by_rank.loc[rank].items():
+            assert column[table] == value
+    assert reasons.loc["item_id", "sharding_type"] == "row_wise"
+    assert not reasons.loc["item_id", "fits_one_gpu"]  # 14.31 GiB > 16 GiB x 0.85
+    assert "must be split" in reasons.loc["item_id", "reason"]
+    assert "must be split" not in reasons.loc["user_id", "reason"]
+    for _, row in reasons.iterrows():
+        assert embviz.human_bytes(int(row["table_bytes"])) in row["reason"]
+    import html as html_module
+
+    for reason in reasons["reason"]:
+        assert html_module.escape(reason) in page

@@ -20,14 +20,13 @@ from embviz.norms import (
     norm_histogram,
     norm_history,
     norm_stats,
-    project,
 )
 from embviz.plots.norms import (
     plot_fp16_tradeoff,
     plot_norm_bands,
     plot_norm_histograms,
-    plot_projection,
 )
+from embviz.projector import Projector
 from embviz.snapshots import read_table
 from embviz.vocab import load_vocab
 from embviz.widgets import BuildPanel, CollectionEditor, NormsPanel
@@ -251,15 +250,17 @@ def test_step_slider_moves_every_view(panel, run):
     )
 
 
-def test_projection_is_the_functions(panel, run):
+def test_projection_tab_is_a_projector_of_the_table(panel, run):
     panel.outputs["tabs"].selected_index = 2
     weight = read_table(snapshot(run, 40), "user")
     vocab = load_vocab(run.config.table("user").vocab)
-    expected = project(weight, n=5000, vocab=vocab)
+    expected = Projector(weight, vocab=vocab).frame
     pd.testing.assert_frame_equal(panel.data["projection"], expected)
-    direct = Figure(figsize=(6.0, 4.8), layout="constrained")
-    plot_projection(expected, ax=direct.add_subplot())
-    assert drawn(panel.figures["projection"])[0] == drawn(direct)[0]
+    assert len(expected) == weight.shape[0]  # every row
+    assert panel.outputs["tabs"].children[2].children == (panel.projector.widget,)
+    # The tab's projector is live: a selection there is the table's rows.
+    rows = expected["row"].iloc[[3, 9]].tolist()
+    assert panel.projector.select(rows)["row"].tolist() == rows
 
 
 def test_neighbours_of_an_entity_id(panel, run):

@@ -17,6 +17,7 @@ __all__ = ["main"]
 
 # Subcommand modules, in the order `embviz --help` lists them.
 SUBCOMMANDS = ["validate", "schema", "report", "build", "snapshot", "memory", "plan", "norms"]
+SUBCOMMANDS += ["health", "drift"]  # embviz.tablehealth, embviz.tabledrift
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; bad input prints its message and returns 2, with no traceback."""
+    """Run the CLI; bad input prints its message and returns 2, with no traceback.
+
+    So does an `OSError` (a file the system refuses), as one line naming the file.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -42,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `embviz ... | head`
         return 0
+    except OSError as exc:
+        # A file the system would not let us read or write (permissions, a full disk, ...):
+        # the commands word the ones they expect; this is the one line for any other.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def _number(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embviz.norms import norm_stats, resolve_snapshot
+    from embviz.norms import norm_stats
+    from embviz.snapshots import resolve_snapshot
 
     path = resolve_snapshot(args.path, step=args.step)
     stats = norm_stats(path, tables=args.tables, sample=args.sample, progress=sys.stderr.isatty())

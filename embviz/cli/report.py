@@ -30,14 +30,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hbm-gib", type=float, metavar="X", help="memory per GPU, GiB")
     add_gpus_per_host_argument(parser)
     parser.add_argument("--batch-size", type=int, default=512, metavar="B")
+    parser.add_argument(
+        "--snapshot",
+        metavar="PATH",
+        help="a snapshot or checkpoint folder: each logged table's rows in 2-D (PCA)",
+    )
     add_accounting_arguments(parser, adagrad=False)
+    parser.add_argument(
+        "--serving-dtype",
+        action="append",
+        metavar="[TABLE=]DTYPE",
+        help="the serving section's choice, as for embviz memory --mode inference (default "
+        "int8; DTYPE for every table, TABLE=DTYPE for one, repeat)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from embviz.report import write_report
+    from embviz.serving import parse_serving_dtype
 
     cfg = config_from_args(args)
+    serving = parse_serving_dtype(args.serving_dtype or ["int8"], cfg)
     other = None
     if args.compare:
         other = load_config(args.compare, key=args.compare_key or args.key)
@@ -54,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         title=f"embviz report: {Path(args.config).name}",
         source=args.config,
         compare_source=args.compare,
+        serving_dtype=serving,
+        snapshot=args.snapshot,
     )
     print(report.index)
     return 0

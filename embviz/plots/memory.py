@@ -1,4 +1,4 @@
-"""Memory figures: bytes per table, fp32 against fp16, and bytes per rank of a plan.
+"""Memory figures: bytes per table and bytes per rank of a plan (dtypes: `embviz.plots.dtypes`).
 
 Every function draws on the Axes it is given (or a new Figure sized for the data), clears that
 Axes first, touches no other Axes, and returns the Figure. The memory figure can also be updated
@@ -29,7 +29,6 @@ from embviz.memory import (
     PLANNER_RESERVED_FRACTION,
     binary_unit,
     compact_bytes,
-    dtype_savings,
     human_bytes,
     largest_tables,
 )
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = [
     "OKABE_ITO",
     "MemoryPlot",
-    "plot_dtype_savings",
     "plot_memory",
     "plot_placement",
     "usable_bytes",
@@ -351,70 +349,6 @@ def plot_memory(
     return fig
 
 
-def plot_dtype_savings(
-    frame: pd.DataFrame, ax: Axes | None = None, *, max_tables: int = MAX_TABLES
-) -> Figure:
-    """Each table (and the total) stored in fp32 against fp16, with the bytes fp16 saves.
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        From `embviz.memory_table` (its ``fp32_total_bytes``/``fp16_total_bytes``: same
-        optimizer state and mode for both dtypes).
-    ax : matplotlib Axes, optional
-        Drawn on after clearing it; a new Figure when None.
-    max_tables : int
-        Beyond this many tables, the largest are drawn and the rest summed into one bar.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Two bar containers, fp32 then fp16, one bar per table and a last one for the total (on
-        top); each fp16 bar is labelled with the bytes saved, and the current dtype is marked
-        after the table name.
-    """
-    savings = dtype_savings(largest_tables(frame, max_tables, by="fp32_total_bytes"))
-    tables = savings.iloc[:-1].sort_values("fp32_bytes", ascending=False, kind="stable")
-    shown = pd.concat([savings.iloc[[-1]], tables])  # total first (on top)
-    fig, ax = _axes(ax, int(len(shown) * 1.4))
-    unit, scale = _unit(shown["fp32_bytes"].max())
-    n = len(shown)
-    centre = np.arange(n)[::-1].astype(np.float64)
-    # A gap between the total (on top) and the tables.
-    centre[1:] -= 0.6
-    height = 0.38
-    fp32 = shown["fp32_bytes"].to_numpy(dtype=np.float64) / scale
-    fp16 = shown["fp16_bytes"].to_numpy(dtype=np.float64) / scale
-    ax.barh(centre + height / 2, fp32, height=height, color=_FP32, label="fp32")
-    ax.barh(centre - height / 2, fp16, height=height, color=_FP16, label="fp16")
-    size = _label_size(n)
-    labels = []
-    for name, dtype in zip(shown.index, shown["data_type"], strict=True):
-        labels.append(f"{name} [{dtype}]" if isinstance(dtype, str) else str(name))
-    ax.set_yticks(centre, labels, fontsize=size)
-    for position, value, saved in zip(centre, fp16, shown["saved_bytes"], strict=True):
-        ax.text(
-            value,
-            position - height / 2,
-            f" saves {human_bytes(int(saved))}",
-            va="center",
-            ha="left",
-            fontsize=size - 1,
-        )
-    ax.set_xlim(0, float(fp32.max(initial=0)) * 1.25 or 1)
-    ax.set_xlabel(f"bytes ({unit})")
-    total = savings.iloc[-1]
-    ax.set_title(
-        f"fp32 vs fp16{_mode_text(frame)}: fp16 saves "
-        f"{human_bytes(int(total['saved_bytes']))} of {human_bytes(int(total['fp32_bytes']))}",
-        fontsize=11,
-    )
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_axisbelow(True)
-    return fig
-
-
 def plot_placement(
     placement: Placement,
     ax: Axes | None = None,
@@ -489,3 +423,13 @@ def plot_placement(
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     return fig
+
+
+def __getattr__(name: str) -> object:
+    # plot_dtype_savings moved to embviz.plots.dtypes (fp16 against the current config, serving
+    # dtypes, quality); still importable from here.
+    if name == "plot_dtype_savings":
+        from embviz.plots.dtypes import plot_dtype_savings
+
+        return plot_dtype_savings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

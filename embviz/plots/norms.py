@@ -166,22 +166,41 @@ def plot_norm_histograms(
     return fig
 
 
+def _change_text(part: pd.DataFrame) -> str:
+    """``"max 0.00728 -> 0.287, rows unchanged 100% -> 67%"``: first and last step of a table."""
+    first, last = part.iloc[0], part.iloc[-1]
+    top = "max" if "max" in part.columns else "p99"
+    text = f"{top} {float(first[top]):.3g} \u2192 {float(last[top]):.3g}"
+    if "unchanged_share" in part.columns and part["unchanged_share"].notna().all():
+        text += (
+            f", rows unchanged {float(first['unchanged_share']):.0%} \u2192 "
+            f"{float(last['unchanged_share']):.0%}"
+        )
+    return text
+
+
 def plot_norm_bands(
     history: pd.DataFrame,
     axes: Axes | Sequence[Axes] | None = None,
     tables: Sequence[str] | str | None = None,
 ) -> Figure:
-    """Row-norm quantile bands over training steps, one panel per table.
+    """Row-norm quantile bands and the largest norm over training steps, one panel per table.
 
     The light band spans ``p1`` to ``p99``, the dark one ``p5`` to ``p95``; the median is the
-    solid line and the mean (what the-algorithm-ml logs) the dashed one.
+    solid line, the mean (what the-algorithm-ml logs) the dashed one and the max the dotted one.
+    The norm axis is logarithmic: a few rows that training moves far (the max) and the bulk
+    still at its initial scale show together. Each title gives the max and, where
+    ``history`` has it (``initial=`` in `embviz.norm_history`), the share of rows still at
+    their initial values, at the first and the last step: when only a minority of rows moves,
+    the quantiles stay flat and these two numbers carry the change.
 
     Parameters
     ----------
     history : pandas.DataFrame
-        From `embviz.norm_history` (``step``, ``table``, quantile columns, ``mean``).
+        From `embviz.norm_history` (``step``, ``table``, quantile columns, ``mean``, ``max``,
+        optionally ``unchanged_share``).
     axes, tables :
-        As in `plot_norm_histograms`.
+        As in `plot_norm_histograms`. The legend sits outside the last panel, right of it.
     """
     chosen = _tables(history, tables)
     fig, panels = _panels(axes, len(chosen))
@@ -208,25 +227,41 @@ def plot_norm_bands(
         )
         ax.plot(steps, part["p50"], color=_MEDIAN, linewidth=1.5, label="median")
         ax.plot(steps, part["mean"], color=_MEAN, linestyle="--", linewidth=1.2, label="mean")
-        ax.set_title(name)
+        top = "max" if "max" in part.columns else "p99"
+        if top == "max":
+            ax.plot(
+                steps,
+                part["max"],
+                color=_QUANTILE_STYLE["p99"][0],
+                linestyle=":",
+                marker=".",
+                linewidth=1.4,
+                label="max",
+            )
+        positive = part[["p1", top]].to_numpy(dtype=float)
+        if np.isfinite(positive).all() and (positive > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(f"{name}\n{_change_text(part)}", fontsize=9)
         ax.set_xlabel("training step")
-        ax.set_ylabel("row L2 norm")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylabel("row L2 norm" + (" (log scale)" if ax.get_yscale() == "log" else ""))
+    panels[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return fig
 
 
 def plot_projection(
-    projection: pd.DataFrame,
+    projection: Any,
     ax: Axes | None = None,
     cmap: str = "viridis",
     title: str | None = None,
 ) -> Figure:
-    """The 2-D projection of sampled rows, coloured by their norm, with a colourbar.
+    """A projection's rows, coloured by their norm, with a colourbar.
 
     Parameters
     ----------
-    projection : pandas.DataFrame
-        From `embviz.project` (``x``, ``y``, ``norm``; ``attrs`` with the explained variance).
+    projection : embviz.Projection or pandas.DataFrame
+        From `embviz.project` (its ``frame``: ``x``, ``y``, ``norm``; its explained variance), or
+        such a frame. Every row of the frame is drawn: for a large one use
+        `embviz.plots.projection.plot_projection_sample`, which draws a stratified sample.
     ax : Axes, optional
         Cleared first; its colourbar is made once and reused when drawing there again.
     cmap : str
@@ -234,14 +269,17 @@ def plot_projection(
     title : str, optional
         Default: the rows drawn and the variance the two axes explain.
     """
+    frame = getattr(projection, "frame", projection)
+    ratio = getattr(projection, "explained_variance", None)
+    if ratio is None:
+        ratio = frame.attrs.get("explained_variance_ratio")
+    rows = getattr(projection, "rows", None) or frame.attrs.get("rows")
     if ax is None:
         fig, (ax,) = _new_figure(1, width=5.6, height=4.6)
     else:
         ax.clear()
         fig = ax.get_figure()
-    points = ax.scatter(
-        projection["x"], projection["y"], c=projection["norm"], cmap=cmap, s=6, linewidths=0
-    )
+    points = ax.scatter(frame["x"], frame["y"], c=frame["norm"], cmap=cmap, s=6, linewidths=0)
     cax = _COLORBARS.get(ax)
     if cax is not None and cax.figure is fig:
         cax.clear()
@@ -250,10 +288,8 @@ def plot_projection(
         colorbar = fig.colorbar(points, ax=ax)
         _COLORBARS[ax] = colorbar.ax
     colorbar.set_label("row L2 norm")
-    ratio = projection.attrs.get("explained_variance_ratio")
     if title is None:
-        rows = projection.attrs.get("rows")
-        title = f"{len(projection):,} rows" + (f" of {rows:,}" if rows else "")
+        title = f"{len(frame):,} rows" + (f" of {rows:,}" if rows else "")
         if ratio:
             title += f" (PCA: {100 * ratio[0]:.1f}% + {100 * ratio[1]:.1f}% of the variance)"
     ax.set_title(title, fontsize=9)
@@ -327,7 +363,8 @@ def plot_fp16_tradeoff(
     left.set_yticks(positions, labels=tables)
     left.invert_yaxis()
     left.set_xlabel(f"saved by fp16 ({unit})")
-    left.set_title("bytes saved")
+    left.set_ylabel("table")
+    left.set_title("bytes saved against the current dtype")
     height = 0.38
     # Linear lengths from 0 so bars compare; an infinite error (a value beyond fp16's range)
     # draws no bar and is written out instead.
@@ -362,5 +399,6 @@ def plot_fp16_tradeoff(
     right.set_yticks(positions, labels=tables)
     right.set_xlabel("error after casting to fp16")
     right.set_title("what it costs")
-    right.legend(fontsize=7, loc="lower right")
+    # Outside the Axes, right of it: inside, it would cover the last table's bars.
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return fig

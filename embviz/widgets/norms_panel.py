@@ -1,8 +1,8 @@
 """`NormsPanel`: row norms of the logged tables, over training steps, with a look at the rows.
 
 Wiring only: statistics from `embviz.norms` (`norm_stats`, `norm_histogram`, `norm_history`,
-`project`, `nearest`, `fp16_error_table`), tables from `embviz.snapshots`, vocabularies from
-`embviz.vocab`, drawings from `embviz.plots.norms`.
+`nearest`, `fp16_error_table`), tables from `embviz.snapshots`, vocabularies from
+`embviz.vocab`, drawings from `embviz.plots.norms`; the projection tab is an `embviz.Projector`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ __all__ = ["NormsPanel"]
 
 HISTOGRAM_FIGSIZE = (6.4, 3.8)
 BANDS_FIGSIZE = (6.4, 3.8)
-PROJECTION_FIGSIZE = (6.0, 4.8)
 FP16_FIGSIZE = (8.0, 2.6)
 _TABS = ("histogram", "bands", "projection", "neighbours", "fp16")
 _STAT_HEADERS = {
@@ -142,7 +141,8 @@ class NormsPanel(widgets.VBox):
     bins : int
         Histogram bins.
     projection_rows : int
-        Rows sampled for the 2-D projection.
+        The projection tab's ``max_points`` (`embviz.Projector`): every row of a table up to
+        this many, a stratified sample beyond.
     interactive_figures : bool, optional
         ipympl canvases (default when installed) or static PNG images.
 
@@ -161,7 +161,7 @@ class NormsPanel(widgets.VBox):
         config: LargeEmbeddingsConfig | None = None,
         sample: int | None = None,
         bins: int = 50,
-        projection_rows: int = 5000,
+        projection_rows: int = 2_000_000,
         interactive_figures: bool | None = None,
     ):
         super().__init__()
@@ -206,10 +206,12 @@ class NormsPanel(widgets.VBox):
         views = {
             "histogram": FigureView(HISTOGRAM_FIGSIZE, **options),
             "bands": FigureView(BANDS_FIGSIZE, **options),
-            "projection": FigureView(PROJECTION_FIGSIZE, **options),
             "fp16": FigureView(FP16_FIGSIZE, ncols=2, **options),
         }
         self._views = views
+        self._projector: Any = None
+        self._projection_box = widgets.VBox()
+        self._projection_box.add_class("embviz-norms-projection")
         for name, view in views.items():
             view.widget.add_class(f"embviz-norms-{name}-figure")
 
@@ -230,7 +232,7 @@ class NormsPanel(widgets.VBox):
             children=[
                 views["histogram"].widget,
                 views["bands"].widget,
-                views["projection"].widget,
+                self._projection_box,
                 widgets.VBox(
                     [
                         widgets.HBox([self._query, self._k, self._metric, self._find]),
@@ -302,8 +304,8 @@ class NormsPanel(widgets.VBox):
 
     @property
     def figures(self) -> dict[str, Any]:
-        """``histogram``, ``bands``, ``projection`` and ``fp16`` Figures, brought up to date."""
-        for name in ("histogram", "bands", "projection", "fp16"):
+        """``histogram``, ``bands`` and ``fp16`` Figures, brought up to date."""
+        for name in ("histogram", "bands", "fp16"):
             self._show(name)
         return {name: view.figure for name, view in self._views.items()}
 
@@ -313,9 +315,15 @@ class NormsPanel(widgets.VBox):
 
         Keys (when available): ``stats`` (`norm_stats` of the table at the step),
         ``histogram`` (`norm_histogram`), ``history`` (`norm_history`, checkpoint folders),
-        ``projection`` (`project`), ``neighbours`` (`nearest`), ``fp16`` (`fp16_error_table`).
+        ``projection`` (the `embviz.Projector` frame), ``neighbours`` (`nearest`), ``fp16``
+        (`fp16_error_table`).
         """
         return dict(self._data)
+
+    @property
+    def projector(self) -> Any:
+        """The projection tab's `embviz.Projector` (None until that tab is first shown)."""
+        return self._projector
 
     @property
     def table(self) -> str | None:
@@ -518,14 +526,15 @@ class NormsPanel(widgets.VBox):
         view.refresh()
 
     def _draw_projection(self) -> None:
-        from embviz.norms import project
-        from embviz.plots.norms import plot_projection
+        from embviz.projector import Projector
 
-        projection = project(self._table_weight(), n=self._projection_rows, vocab=self._vocab())
-        self._data["projection"] = projection
-        view = self._views["projection"]
-        plot_projection(projection, ax=view.ax)
-        view.refresh()
+        self._projector = None  # let the previous table's view go first
+        self._projection_box.children = []
+        self._projector = Projector(
+            self._table_weight(), vocab=self._vocab(), max_points=self._projection_rows
+        )
+        self._data["projection"] = self._projector.frame
+        self._projection_box.children = [self._projector.widget]
 
     def _draw_fp16(self) -> None:
         from embviz.norms import fp16_error_table
