@@ -166,7 +166,7 @@ class FigureTabs:
 
     def draw(self, which: str, force: bool = False) -> None:
         """Bring one figure up to date with ``source()`` when what it shows changed."""
-        from embviz.plots.memory import plot_dtype_savings
+        from embviz.plots.dtypes import plot_dtype_savings
 
         frame, serial, hbm_bytes = self._source()
         key = (serial, hbm_bytes) if which == "memory" else (serial,)
