@@ -49,7 +49,7 @@ def table(rows: int, seed: int = 0) -> torch.Tensor:
 
 def ready(weight: torch.Tensor, vocab: pd.Series | None) -> tuple[float, embviz.Projector]:
     start = time.perf_counter()
-    projector = embviz.Projector(weight, vocab=vocab)
+    projector = embviz.Projector(weight, vocab=vocab, progress=False)
     widget = projector.widget  # constructed; no kernel here, so nothing is sent
     assert widget.controls["scatter"].points.shape[0] == len(projector.frame)
     return time.perf_counter() - start, projector
@@ -95,6 +95,8 @@ def main() -> int:
             f"peak RSS {peak_rss_mib():,.0f} MiB | shows >= 1,000,000 rows | same |"
         )
         ok &= shown >= 1_000_000 and projector.projection.sampled
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nload average (1, 5, 15 min) at the end: {load}")
     return 0 if ok else 1
 
 

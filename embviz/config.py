@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torchrec
 
 __all__ = [
+    "MAX_BYTES",
     "AdagradConfig",
     "AdamConfig",
     "ConfigError",
@@ -49,12 +50,14 @@ __all__ = [
     "OptimizerConfig",
     "PiecewiseConstant",
     "SgdConfig",
+    "byte_limit_problems",
     "config_schema",
     "dump_config",
     "example",
     "load_config",
     "optimizer_name",
     "parse_config",
+    "table_bytes_bound",
 ]
 
 # Strict so that 4.0, True and "4" are refused instead of silently becoming 4.

@@ -72,6 +72,11 @@ ESTIMATES: tuple[str, ...] = ("exact", "torchrec")
 AUTO_FULL_LIMIT = 256
 # The smallest-GPU-count search stops after this many planner runs.
 MAX_SEARCH_RUNS = 12
+#: The most GPUs `plan` places on: torchrec's planner builds per-device state, seconds per
+#: thousand GPUs (a 1e8-GPU topology held 6 GB and never finished).
+MAX_GPUS = 65_536
+#: The smallest-GPU-count search tries no count above this (each try is a planner run).
+MAX_SEARCH_GPUS = 4_096
 # GPUs per host when not given: torchrec's ranks go on cuda:<rank % gpus_per_host>.
 GPUS_PER_HOST = 8
 
@@ -396,7 +401,7 @@ def plan(
     cfg : LargeEmbeddingsConfig
         The tables.
     gpus : int
-        World size (>= 1).
+        World size, 1 to `MAX_GPUS` (65,536).
     hbm_gib : float
         Memory per GPU in GiB (binary).
     batch_size : int
@@ -426,7 +431,8 @@ def plan(
     timeout_s : float, optional
         Passed to torchrec's planner (``timeout_seconds``): stop proposing after that long.
     find_min_gpus : bool
-        When nothing fits, run the planner on more GPUs to report the smallest count that works.
+        When nothing fits, run the planner on more GPUs to report the smallest count that works
+        (up to `MAX_SEARCH_GPUS`; past that the message gives the byte lower bound only).
     progress : bool
         Show a progress bar while searching for that count.
 
@@ -444,6 +450,11 @@ def plan(
     """
     cfg = as_config(cfg)
     gpus = integer("gpus", gpus)
+    if gpus > MAX_GPUS:
+        raise ArgumentError(
+            "gpus",
+            f"must be at most {MAX_GPUS:,} (torchrec's planner keeps state per GPU), got {gpus:,}",
+        )
     hbm_gib = number("hbm_gib", hbm_gib, strict=True)
     batch_size = integer("batch_size", batch_size)
     ddr_gib = number("ddr_gib", ddr_gib)
@@ -568,7 +579,9 @@ def _plan_error(
     lower = gpus + 1
     if ddr_bytes == 0 and usable_hbm > 0:
         lower = max(lower, math.ceil(planned / usable_hbm))
-    min_gpus = _search_min_gpus(attempt, gpus, lower, progress) if find_min_gpus else None
+    searchable = lower <= MAX_SEARCH_GPUS
+    search = find_min_gpus and searchable
+    min_gpus = _search_min_gpus(attempt, gpus, lower, progress) if search else None
     device = compact_bytes(hbm_bytes)
     head = (
         f"no placement on {gpus} x {device}: the tables need {compact_bytes(needed)} "
@@ -581,6 +594,12 @@ def _plan_error(
     if min_gpus is not None:
         reason = "insufficient_storage"
         tail = f"; the smallest number of {device} GPUs that plans is {min_gpus}"
+    elif find_min_gpus and not searchable:
+        reason = "insufficient_storage"
+        tail = (
+            f"; by bytes alone it needs at least {lower:,} GPUs of {device}, more than the "
+            f"{MAX_SEARCH_GPUS:,} the search for the smallest count tries"
+        )
     elif find_min_gpus:
         reason = "constraints"
         tail = (
@@ -608,10 +627,13 @@ def _first_line(error: Exception) -> str:
 
 
 def _candidates(gpus: int, lower: int) -> list[int]:
-    """Galloping counts from the byte lower bound: lower, lower+1, lower+3, lower+7, ..."""
+    """Galloping counts from the byte lower bound: lower, lower+1, lower+3, lower+7, ...
+
+    Up to `MAX_SEARCH_GPUS`.
+    """
     counts, step = [], 1
     n = max(lower, gpus + 1)
-    while len(counts) < MAX_SEARCH_RUNS // 2:
+    while len(counts) < MAX_SEARCH_RUNS // 2 and n <= MAX_SEARCH_GPUS:
         counts.append(n)
         n += step
         step *= 2

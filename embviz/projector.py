@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from embviz.norms.projection import Projection
 
-__all__ = ["Projector", "ProjectorError", "row_drift"]
+__all__ = ["Projector", "ProjectorError", "procrustes_distance"]
 
 # float64 bytes a block of rows may take while the table is read.
 _BLOCK_BYTES = 32 * 2**20
@@ -66,14 +66,17 @@ def _step(cols: int) -> int:
     return max(1, _BLOCK_BYTES // max(1, 8 * cols))
 
 
-def row_drift(weight: torch.Tensor, against: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+def procrustes_distance(
+    weight: torch.Tensor, against: torch.Tensor, rows: np.ndarray
+) -> np.ndarray:
     """Per-row drift of ``weight`` from ``against``, after orthogonal Procrustes alignment.
 
     The rotation ``R`` minimising ``||against @ R - weight||`` (Frobenius) is fitted over every
     row, from ``against.T @ weight`` accumulated in float64 over blocks of rows
     (``R = U @ Vt`` of its SVD). The drift of row ``i`` is the L2 distance
     ``||against[i] @ R - weight[i]||``, in the table's units: a checkpoint that only rotated has
-    no drift.
+    no drift. The same measure as ``aligned_distance`` of `embviz.row_drift`, which fits ``R``
+    on a sample; here it is fitted on every row and given for the rows a projector shows.
 
     Parameters
     ----------
@@ -127,8 +130,9 @@ class Projector:
         Entity id -> row (`embviz.load_vocab`): adds ``entity`` (the first id mapped to each row).
     color : {"norm", "count", "drift"} or pandas.Series
         What the points are coloured by: the row's L2 norm (log scale), its lookup count (needs
-        ``counts``), its drift against another checkpoint (needs ``against``; see `row_drift`),
-        or a per-row Series the user passes (indexed by row; its name becomes the column).
+        ``counts``), its drift against another checkpoint (needs ``against``; see
+        `procrustes_distance`), or a per-row Series the user passes (indexed by row; its name
+        becomes the column).
     method : {"pca", "umap"}
         PCA: the table's first two principal components, fitted on every row. UMAP: see
         `embviz.project`; needs ``umap-learn``.
@@ -145,6 +149,8 @@ class Projector:
         UMAP parameters (`embviz.project`).
     k : int
         Neighbours shown for a clicked point.
+    progress : bool
+        A tqdm bar over the pass that fits the PCA (seconds for tens of millions of rows).
 
     Attributes
     ----------
@@ -166,6 +172,7 @@ class Projector:
         *,
         umap: Mapping[str, Any] | None = None,
         k: int = 10,
+        progress: bool = True,
     ):
         import pandas as pd
 
@@ -204,6 +211,7 @@ class Projector:
             vocab=self._vocab,
             counts=self._counts,
             umap=umap,
+            progress=progress,
         )
         frame = self.projection.frame
         shown = frame["row"].to_numpy()
@@ -211,7 +219,7 @@ class Projector:
             frame["count"] = self._counts[shown]
         if color_name == "drift":
             other = _weight(against, table, what="against")
-            frame["drift"] = row_drift(self._weight, other, shown)
+            frame["drift"] = procrustes_distance(self._weight, other, shown)
         elif isinstance(color, pd.Series):
             frame[color_name] = color.reindex(shown).to_numpy()
         self.color = color_name

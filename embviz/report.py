@@ -105,9 +105,14 @@ def write_report(
         serving_dtype=...)`` and ``embviz memory --mode inference --serving-dtype``): its bytes
         per table and total. Every table in every serving dtype is shown beside it regardless.
     snapshot : path, optional
-        A snapshot (or checkpoint folder: its latest step) of the model: the report then shows
-        each logged table's rows in 2-D (`embviz.Projector`, drawn by
-        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame).
+        A snapshot (or checkpoint folder: its latest step) of the model: the serving section
+        then measures what int8, int4 and int2 cost each of the config's tables it holds
+        (`embviz.quantization_error_table` on up to `QUALITY_ROWS` sampled rows), and the report
+        shows each logged table's rows in 2-D (`embviz.Projector`, drawn by
+        `embviz.plots.projection.plot_projection_sample` from a stratified sample of its frame)
+        and their health (`embviz.health`, against the first checkpoint of a folder for the
+        unchanged share; the logged tables, every table when none is logged) with their
+        singular-value spectra.
 
     Returns
     -------
@@ -134,6 +139,11 @@ def write_report(
 
     if (gpus is None) != (hbm_gib is None):
         raise ReportError("gpus and hbm_gib go together: give both or neither")
+    latest = None
+    if snapshot is not None:  # a wrong path fails before anything is written
+        from embviz.snapshots import resolve_snapshot
+
+        latest = resolve_snapshot(snapshot)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -180,9 +190,11 @@ def write_report(
     )
     sections.append(_fp16_html(frame))
     serving = serving_bytes(cfg)
+    quality = _serving_quality(cfg, snapshot) if snapshot is not None else None
     sections.append(
         _serving_html(cfg, serving, serving_dtype)
-        + save(plot_dtype_savings(frame, serving=serving), "dtype_savings.png")
+        + (_quality_html(quality) if quality is not None else "")
+        + save(plot_dtype_savings(frame, serving=serving, quality=quality), "dtype_savings.png")
     )
     if fit is not None:
         sections.append(
@@ -193,7 +205,8 @@ def write_report(
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
     if snapshot is not None:
-        sections.append(_projection_html(cfg, snapshot, save))
+        sections.append(_projection_html(cfg, latest, save))
+        sections.append(_health_section(cfg, snapshot, save))
 
     heading = html.escape(title)
     origin = f"<p class='note'>{html.escape(source)}</p>" if source else ""
@@ -245,28 +258,81 @@ def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = T
             os.unlink(temporary)
 
 
+#: Rows per table the report's quality measurement compares (a sample of larger tables).
+QUALITY_ROWS = 100_000
+
+
+def _serving_quality(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str]) -> pd.DataFrame:
+    """`quantization_error_table` of the config's tables the snapshot holds, int8/int4/int2."""
+    from embviz.norms import table_names
+    from embviz.quantization import quantization_error_table
+    from embviz.snapshots import resolve_snapshot
+
+    path = resolve_snapshot(snapshot)
+    held = set(table_names(path))
+    tables = [t for t in cfg.table_names if t in held]
+    return quantization_error_table(
+        path, ("int8", "int4", "int2"), tables=tables, rows=QUALITY_ROWS, progress=False
+    )
+
+
+def _quality_html(quality: pd.DataFrame) -> str:
+    """Measured quality per table and serving dtype (`quantization_error_table`)."""
+    head = (
+        "<tr><th>table</th><th>dtype</th><th>rows compared</th><th>neighbours kept (mean)</th>"
+        "<th>worst cosine</th><th>row norm error (max)</th><th>bag error (mean)</th></tr>"
+    )
+
+    def number(value: object, spec: str) -> str:
+        return "" if pd.isna(value) else format(float(value), spec)  # type: ignore[arg-type]
+
+    measured_k = quality["k"].dropna()
+    k = int(measured_k.iloc[0]) if len(measured_k) else "k"
+    body = []
+    for (table, dtype), row in quality.iterrows():
+        if row["refused"]:
+            cells = f"<td colspan='5' class='why'>{html.escape(str(row['refused']))}</td>"
+        else:
+            cells = (
+                f"<td>{int(row['rows']):,}</td><td>{number(row['knn_kept_mean'], '.3f')}</td>"
+                f"<td>{number(row['cos_min'], '.4f')}</td>"
+                f"<td>{number(row['norm_rel_err_max'], '.2e')}</td>"
+                f"<td>{number(row['bag_rel_err_mean'], '.2e')}</td>"
+            )
+        body.append(
+            f"<tr class='quality'><td>{html.escape(str(table))}</td><td>{dtype}</td>{cells}</tr>"
+        )
+    return (
+        "<p>What serving costs the trained rows of the snapshot, measured with FBGEMM's own "
+        "row-wise quantization (<code>embviz.quantization_error_table</code>): the share of each "
+        f"sampled row's {k} nearest neighbours kept, the worst cosine between a row and its served "
+        "copy, the largest relative error of a row norm and the mean relative error of pooled "
+        "bags of two rows.</p>"
+        f"<table>{head}{''.join(body)}</table>"
+    )
+
+
 def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str], save) -> str:
     """Each logged table of the snapshot (all its tables when none is logged) in 2-D."""
     from embviz.norms import table_names
     from embviz.plots.projection import plot_projection_sample
     from embviz.projector import Projector
-    from embviz.snapshots import resolve_snapshot
 
-    path = resolve_snapshot(snapshot)
+    path = str(snapshot)
     held = table_names(path)
     wanted = [t for t in cfg.logged_tables if t in held] or held
     parts = [
         "<h2>Rows of the logged tables</h2>"
         f"<p class='note'>From <code>{html.escape(str(path))}</code>. Each table's rows placed by "
-        "the PCA of all its rows (<code>embviz.Projector</code>); the figure draws a sample of "
-        "its frame stratified by norm. <code>embviz.Projector</code> in a notebook shows every "
-        "row, interactively.</p>"
+        "the PCA of all its rows (<code>embviz.Projector</code>); each figure draws at most "
+        "20,000 of them, beyond that a sample stratified by norm (its title says which). "
+        "<code>embviz.Projector</code> in a notebook shows every row, interactively.</p>"
     ]
     for name in wanted:
         vocab = cfg.table(name).vocab if name in cfg.table_names else None
         if vocab is not None and not Path(vocab).exists():
             vocab = None
-        projector = Projector(path, name, vocab=vocab)
+        projector = Projector(path, name, vocab=vocab, progress=False)
         parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(projector.description)}</p>")
         figure = plot_projection_sample(projector, title=None)
         figure.axes[0].set_title(f"{name}: " + figure.axes[0].get_title(), fontsize=9)
@@ -477,4 +543,55 @@ def _compare_html(old, new, optimizer_state, mode, compare_source) -> str:
         f"{unchanged} tables unchanged.</p>"
         "<table><tr><th>table</th><th>change</th><th>details</th><th>before</th><th>after</th>"
         f"<th>moved</th><th>moved (bytes)</th></tr>{rows}</table>"
+    )
+
+
+def _health_section(cfg, snapshot, save) -> str:
+    """`embviz.health` of a snapshot's tables, with a spectrum figure per table."""
+    from embviz.plots.health import plot_spectrum
+    from embviz.snapshots import SnapshotError, checkpoints, resolve_snapshot
+    from embviz.tablehealth import health, spectrum
+
+    path = resolve_snapshot(snapshot)
+    try:
+        first = str(checkpoints(snapshot)["path"].iloc[0])
+    except SnapshotError:  # a single snapshot
+        first = None
+    initial = first if first is not None and first != path else None
+    frame = health(path, initial=initial, config=cfg, progress=False)
+    spectra = spectrum(path, tables=list(frame.index), progress=False)
+    head = (
+        "<tr><th>table</th><th>rows</th><th>dim</th><th>rows read</th><th>effective rank</th>"
+        "<th>information abundance</th><th>dim spread</th><th>top direction</th>"
+        "<th>dims for 99%</th><th>unchanged</th><th>smaller dim</th><th>it saves</th></tr>"
+    )
+    rows = []
+    for name, r in frame.iterrows():
+        unchanged = "" if pd.isna(r["unchanged_share"]) else f"{100 * r['unchanged_share']:.2f}%"
+        smaller = "" if pd.isna(r["smaller_dim"]) else f"{int(r['smaller_dim'])}"
+        saves = (
+            "" if pd.isna(r["smaller_dim_saves_bytes"])
+            else human_bytes(int(r["smaller_dim_saves_bytes"]))
+        )  # fmt: skip
+        rows.append(
+            f"<tr><td>{html.escape(str(name))}</td><td>{int(r['rows']):,}</td>"
+            f"<td>{int(r['dim'])}</td><td>{int(r['sampled']):,}</td>"
+            f"<td>{r['effective_rank']:.3g}</td><td>{r['information_abundance']:.3g}</td>"
+            f"<td>{r['dim_spread']:.3g}</td><td>{100 * r['top_energy_share']:.2f}%</td>"
+            f"<td>{int(r['energy_rank_99'])}</td><td>{unchanged}</td><td>{smaller}</td>"
+            f"<td>{saves}</td></tr>"
+        )
+    figures = "".join(
+        save(plot_spectrum(spectra, table=str(name)), f"spectrum_{i}.png")
+        for i, name in enumerate(frame.index)
+    )
+    against = f" (unchanged: against {html.escape(initial)})" if initial else ""
+    return (
+        f"<h2>Embedding health</h2><p class='note'>{html.escape(path)}{against}. Effective rank "
+        "and information abundance run from 1 (every row along one direction) to dim (every "
+        "direction used alike); dim spread is near 1 for isotropic rows and near 0 for collapsed "
+        "ones; top direction is the share of the rows' squared length along the largest "
+        "singular direction. Where the effective rank is at most half of dim, the smaller dim "
+        "holds 99% of it (a multiple of 4) and what it saves is from the memory table.</p>"
+        f"<table>{head}{''.join(rows)}</table>{figures}"
     )

@@ -549,6 +549,15 @@ def table_pieces(path: str | os.PathLike[str], name: str) -> list[Piece]:
     return list(_plan(path, name).pieces)
 
 
+def _positive(argument: str, value: Any) -> int:
+    # (embviz.arguments would import the config schema, and pydantic with it, for one check.)
+    from embviz.errors import ArgumentError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(argument, f"must be an integer >= 1, got {value!r}")
+    return value
+
+
 def iter_table_blocks(
     path: str | os.PathLike[str],
     name: str,
@@ -591,9 +600,7 @@ def iter_table_blocks(
         module docstring); while reading, for any failed or short read. The message names the
         file.
     """
-    from embviz.arguments import integer
-
-    max_bytes = integer("max_bytes", max_bytes, minimum=1)
+    max_bytes = _positive("max_bytes", max_bytes)
     plan = _plan(path, name)
     return _blocks(plan, max_bytes, progress, reuse)
 
@@ -652,9 +659,7 @@ def iter_table_pieces(
     rows of one stored piece. Yields ``(first row, first column, block)`` in the table's
     coordinates; the blocks of all pieces cover the table exactly once.
     """
-    from embviz.arguments import integer
-
-    max_bytes = integer("max_bytes", max_bytes, minimum=1)
+    max_bytes = _positive("max_bytes", max_bytes)
     plan = _plan(path, name)
     return _piece_blocks(plan, max_bytes, progress, reuse)
 

@@ -132,9 +132,20 @@ def _check_k(k: Any, usable: int, name: str) -> int:
 
 
 def _compare(
-    x: torch.Tensor, y: torch.Tensor, k: int, queries: int, seed: int, name: str
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    queries: int,
+    seed: int,
+    name: str,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Per-row drift of two float64 samples of the same rows (numpy arrays out)."""
+    """Per-row drift of two float64 samples of the same rows (numpy arrays out).
+
+    Query rows: the first ``queries`` of a seeded permutation of the usable rows (``uniform``);
+    with ``labels`` (a frequency bucket per row), also the first ``queries`` of each bucket in
+    the same permutation, so that rare buckets of frequent rows get queries of their own.
+    """
     nx, ny = _norms(x), _norms(y)
     u, _, vt = torch.linalg.svd(x.T @ y)
     rotation = u @ vt  # orthogonal Procrustes: argmin ||x R - y|| over orthogonal R
@@ -146,8 +157,15 @@ def _compare(
     usable = torch.nonzero(live).flatten()
     k = _check_k(k, len(usable), name)
     generator = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(len(usable), generator=generator)[: min(queries, len(usable))]
-    picked = picked.sort().values
+    order = torch.randperm(len(usable), generator=generator)
+    uniform = np.zeros(len(x), dtype=bool)
+    uniform[usable[order[:queries]].numpy()] = True
+    chosen = [order[:queries]]
+    if labels is not None:
+        ordered = labels[usable[order].numpy()]
+        for label in np.unique(ordered):
+            chosen.append(order[torch.from_numpy(np.flatnonzero(ordered == label)[:queries])])
+    picked = torch.unique(torch.cat(chosen))  # sorted positions in usable
     ua, ub = _unit(x[usable]), _unit(y[usable])
     overlap = _overlap(_neighbours(ua, picked, k), _neighbours(ub, picked, k))
     knn = torch.full((len(x),), math.nan, dtype=torch.float64)
@@ -159,18 +177,26 @@ def _compare(
         "distance": distance.numpy(),
         "norm_before": nx.numpy(),
         "norm_after": ny.numpy(),
+        "uniform": uniform,
         "k": k,
     }
 
 
-def _summary(part: dict[str, Any], mask: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """`DRIFT_COLUMNS` measures over the rows ``mask`` of a `_compare` result."""
+def _summary(
+    part: dict[str, Any], mask: np.ndarray, y: np.ndarray, bucket: bool = False
+) -> dict[str, Any]:
+    """`DRIFT_COLUMNS` measures over the rows ``mask`` of a `_compare` result.
+
+    ``knn_overlap`` is over the uniform query rows in ``mask``; for a ``bucket``, over every
+    query row in it (the bucket's own queries include the uniform ones that fall in it).
+    """
     n = int(mask.sum())
     if n == 0:
         nan = math.nan
         return {"sampled": 0, "queries": 0, "aligned_cosine": nan, "knn_overlap": nan,
                 "centroid_shift": nan, "relative_change": nan}  # fmt: skip
-    cos, knn = part["cosine"][mask], part["knn"][mask]
+    cos = part["cosine"][mask]
+    knn = part["knn"][mask] if bucket else part["knn"][mask & part["uniform"]]
     mean_norm = part["norm_after"][mask].mean()
     shift = np.linalg.norm(part["aligned"][mask].mean(axis=0) - y[mask].mean(axis=0))
     size = math.sqrt(float((part["norm_after"][mask] ** 2).sum()))
@@ -203,11 +229,13 @@ def _table_drift(
     sample: int | None,
     seed: int,
     queries: int,
-) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
+    counts: pd.Series | None = None,
+) -> tuple[torch.Tensor, np.ndarray, dict[str, Any], np.ndarray | None]:
     index = sampled_rows(int(a.shape[0]), sample, seed)
+    labels = None if counts is None else bucket_labels(counts.to_numpy()[index.numpy()])
     x, y = float_rows(a, index), float_rows(b, index)
-    part = _compare(x, y, k, queries, seed, name)
-    return index, y.numpy(), part
+    part = _compare(x, y, k, queries, seed, name, labels)
+    return index, y.numpy(), part, labels
 
 
 def _seed(seed: Any) -> int:
@@ -245,7 +273,9 @@ def drift(
         Seeds the sample and the query rows.
     counts : mapping of table name to pandas.Series, optional
         Lookup counts indexed by row (e.g. ``DemoRun.counts``): the measures are also given per
-        frequency bucket (counts 0, 1-9, 10-99, 100-999, 1000+).
+        frequency bucket (counts 0, 1-9, 10-99, 100-999, 1000+). Each bucket gets up to
+        ``queries`` query rows of its own among its sampled rows, so the few frequent rows are
+        queried too; the ``all`` row keeps the uniform queries.
     queries : int
         Query rows whose neighbours are compared (all usable rows when fewer).
     progress : bool
@@ -286,19 +316,18 @@ def drift(
         a, b = _pair(old, new, name)
         rows, dim = int(a.shape[0]), int(a.shape[1])
         table_counts = counts_for(counts, name, rows)
-        index, y, part = _table_drift(a, b, name, k, sample, seed, queries)
+        index, y, part, labels = _table_drift(a, b, name, k, sample, seed, queries, table_counts)
         del a, b
         base = {"table": name, "rows": rows, "dim": dim, "k": part["k"]}
         everything = np.ones(len(index), dtype=bool)
-        if table_counts is None:
+        if labels is None:
             records.append({**base, **_summary(part, everything, y)})
             continue
-        labels = bucket_labels(table_counts.to_numpy()[index.numpy()])
         records.append({**base, "bucket": "all", **_summary(part, everything, y)})
         for label, _, _ in BUCKETS:
             mask = labels == label
             if mask.any():
-                records.append({**base, "bucket": label, **_summary(part, mask, y)})
+                records.append({**base, "bucket": label, **_summary(part, mask, y, bucket=True)})
     frame = pd.DataFrame.from_records(records)
     if "bucket" in frame:
         frame["bucket"] = frame["bucket"].fillna("all")
@@ -335,7 +364,8 @@ def row_drift(
     choose_tables(old.names, [table])
     choose_tables(new.names, [table])
     a, b = _pair(old, new, table)
-    index, _, part = _table_drift(a, b, table, k, sample, seed, queries)
+    table_counts = counts_for(counts, table, int(a.shape[0]))
+    index, _, part, labels = _table_drift(a, b, table, k, sample, seed, queries, table_counts)
     frame = pd.DataFrame(
         {
             "norm_before": part["norm_before"],
@@ -346,10 +376,9 @@ def row_drift(
         },
         index=pd.Index(index.numpy(), name="row"),
     )
-    table_counts = counts_for(counts, table, int(a.shape[0]))
     if table_counts is not None:
         frame["count"] = table_counts.to_numpy()[index.numpy()]
-        frame["bucket"] = bucket_labels(frame["count"].to_numpy())
+        frame["bucket"] = labels
     frame.attrs.update({"table": table, "k": part["k"], "rows": int(a.shape[0])})
     return frame
 
@@ -412,7 +441,7 @@ def drift_history(
             choose_tables(new.names, chosen)
             for name in chosen:
                 a, b = _pair(old, new, name)
-                _, y, part = _table_drift(a, b, name, k, sample, seed, queries)
+                _, y, part, _ = _table_drift(a, b, name, k, sample, seed, queries)
                 summary = _summary(part, np.ones(len(y), dtype=bool), y)
                 records.append(
                     {"step": int(step), "reference_step": int(ref_step), "table": name,

@@ -30,7 +30,7 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     ranker = embviz.load_config(embviz.example("ranker"))
     memory = embviz.memory_table(ranker)
-    save(embviz.plot_memory(memory, budget_bytes=4 * 16 * 2**30), "memory.png")
+    save(embviz.plot_memory(memory, hbm_bytes=16 * 2**30), "memory.png")
     save(
         embviz.plot_dtype_savings(memory, serving=embviz.serving_bytes(ranker)),
         "dtype_savings.png",

@@ -106,7 +106,8 @@ def test_frequency_buckets():
     by_bucket = frame.loc["t"]
     assert by_bucket.loc["all", "sampled"] == rows
     assert by_bucket["sampled"].iloc[1:].sum() == rows
-    assert by_bucket["queries"].iloc[1:].sum() == by_bucket.loc["all", "queries"]
+    # Each bucket has its own queries (1,500 sampled rows each, so 1,000 queries each).
+    assert (by_bucket["queries"] == 1_000).all()
     assert by_bucket.loc["0", "aligned_cosine"] > 0.9
     assert abs(by_bucket.loc["100-999", "aligned_cosine"]) < 0.2
     assert by_bucket.loc["100-999", "knn_overlap"] < by_bucket.loc["0", "knn_overlap"]
@@ -116,6 +117,13 @@ def test_frequency_buckets():
     assert per_row.groupby("bucket")["aligned_cosine"].mean().loc["0"] == pytest.approx(
         by_bucket.loc["0", "aligned_cosine"], abs=1e-12
     )
+    per_bucket_knn = per_row.groupby("bucket")["knn_overlap"].mean()
+    for label in ("0", "100-999"):
+        assert per_bucket_knn.loc[label] == pytest.approx(by_bucket.loc[label, "knn_overlap"])
+    # The all row is the uniform queries alone: the same as without counts.
+    plain = embviz.drift({"t": torch.from_numpy(x)}, {"t": torch.from_numpy(y)}, progress=False)
+    assert plain.loc["t", "knn_overlap"] == by_bucket.loc["all", "knn_overlap"]
+    assert plain.loc["t", "queries"] == by_bucket.loc["all", "queries"] == 1_000
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

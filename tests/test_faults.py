@@ -245,6 +245,22 @@ def test_libyaml_gives_the_same_errors_at_the_same_lines(name):
     assert found[0][0].startswith("line ")
 
 
+BAD_CORPUS = sorted((Path(__file__).parent / "data" / "bad").glob("*.yaml"))
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+@pytest.mark.parametrize("path", BAD_CORPUS, ids=[p.stem for p in BAD_CORPUS])
+def test_the_bad_corpus_reads_the_same_with_either_loader(path, monkeypatch):
+    key = "model.embeddings" if path.stem == "bad_key" else None
+    found = []
+    for loader in (yamlload.PyLoader, yamlload.CLoader):
+        monkeypatch.setattr(yamlload, "LOADER", loader)
+        with pytest.raises(ConfigError) as info:
+            load_config(path, key=key)
+        found.append(info.value.problems)
+    assert found[0] == found[1]
+
+
 def test_libyaml_is_the_loader_where_installed():
     assert yamlload.LOADER is (yamlload.CLoader if yaml.__with_libyaml__ else yamlload.PyLoader)
 
@@ -363,6 +379,35 @@ def test_serving_rows_of_very_wide_tables_are_exact():
         for g, e in zip(got, expected, strict=True):
             if e is not None:
                 assert int(g) == e
+
+
+def test_the_largest_table_is_planned_and_reported_without_hanging(tmp_path, run_cli):
+    pytest.importorskip("torchrec")
+    from embviz.errors import ArgumentError
+    from embviz.placement import MAX_GPUS, MAX_SEARCH_GPUS, PlanError, plan
+
+    rows = _largest_rows(4096)
+    cfg = LargeEmbeddingsConfig(tables=[table(rows, 4096)])
+    # Bytes alone need 126 million 80 GiB GPUs: no planner run on such a topology is tried.
+    with pytest.raises(PlanError) as info:
+        plan(cfg, 8, 80, progress=False)
+    assert info.value.min_gpus is None and info.value.reason == "insufficient_storage"
+    assert (
+        f"by bytes alone it needs at least 126,322,568 GPUs of 80 GiB, more than the "
+        f"{MAX_SEARCH_GPUS:,}" in str(info.value)
+    )
+    with pytest.raises(ArgumentError, match=f"gpus: must be at most {MAX_GPUS:,}"):
+        plan(cfg, MAX_GPUS + 1, 80, progress=False)
+    path = tmp_path / "largest.yaml"
+    path.write_text("tables:\n" + table_yaml("largest", rows, 4096))
+    one_line_error(
+        run_cli("plan", path, "--gpus", "8", "--hbm-gib", "80"), "126,322,568 GPUs of 80 GiB"
+    )
+    result = run_cli("report", path, "--out", tmp_path / "out", "--gpus", "8", "--hbm-gib", "80")
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert f"{12 * rows * 4096:,}" in page  # fused Adam: exact, never wrapped
+    assert "126,322,568 GPUs" in page
 
 
 # --------------------------------------------------------------------------- names

@@ -241,6 +241,7 @@ def test_umap_without_umap_learn_says_how_to_get_it(monkeypatch):
         Projector(_planted(500), method="umap")
 
 
+@pytest.mark.slow  # numba compiles UMAP's kernels on first use: about a minute on 2 cores
 def test_umap_places_a_seeded_sample_and_states_its_parameters():
     pytest.importorskip("umap")
     weight = _planted(3_000)
@@ -330,3 +331,30 @@ tables_to_log: [user]
     assert expected.description in page
     figure = tmp_path / "report" / "projection_user.png"
     assert figure in report.figures and figure.stat().st_size > 10_000
+
+
+def test_cli_report_with_a_bad_snapshot_is_one_line(run_cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "tables:\n  - {name: user, num_embeddings: 100, embedding_dim: 4, data_type: fp32,\n"
+        "     optimizer: {sgd: {lr: 0.1}}}\n"
+    )
+    missing = tmp_path / "nowhere"
+    result = run_cli("report", config, "--out", tmp_path / "out", "--snapshot", missing)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_widget_builds_for_every_colour():
+    weight = _planted(2_000)
+    counts = pd.Series(np.arange(2_000) % 50, dtype="int64")
+    cluster = pd.Series(np.where(np.arange(2_000) < 1_000, "a", "b"), name="cluster")
+    for projector, column in (
+        (Projector(weight, color="count", counts=counts), "log10(count + 1)"),
+        (Projector(weight, color=cluster), "cluster"),
+        (Projector(weight, color="drift", against=weight.flip(1)), "drift"),
+    ):
+        scatter = projector.widget.controls["scatter"]
+        assert scatter.color_title == column
+        assert projector.color in projector.widget.controls["scatter"].data.columns

@@ -176,3 +176,31 @@ def test_placement_section_has_bytes_per_rank_and_why(ranker, tmp_path):
 
     for reason in reasons["reason"]:
         assert html_module.escape(reason) in page
+
+
+def test_serving_section_measures_quality_from_a_snapshot(tmp_path):
+    import torch
+    import torchrec
+
+    from embviz.snapshots import save_snapshot
+
+    cfg = embviz.parse_config(
+        """
+tables:
+  - {name: wide, num_embeddings: 3_000, embedding_dim: 16, data_type: fp32,
+     optimizer: {sgd: {lr: 0.1}}}
+  - {name: narrow, num_embeddings: 800, embedding_dim: 4, data_type: fp32,
+     optimizer: {sgd: {lr: 0.1}}}
+"""
+    )
+    torch.manual_seed(0)
+    module = torchrec.EmbeddingBagCollection(tables=cfg.to_torchrec(), device=torch.device("cpu"))
+    path = save_snapshot(module, tmp_path / "snap")
+    page = write_report(cfg, tmp_path / "report", snapshot=path).index.read_text()
+    quality = embviz.quantization_error_table(path, ("int8", "int4", "int2"), progress=False)
+    for table, dtype in [("wide", "int8"), ("wide", "int4"), ("wide", "int2"), ("narrow", "int4")]:
+        kept = quality.loc[(table, dtype), "knn_kept_mean"]
+        assert f"<td>{table}</td><td>{dtype}</td><td>" in page
+        assert f"<td>{kept:.3f}</td>" in page
+    # narrow is 4 wide: int2 is refused, and the report says why.
+    assert "embedding_dim 4 cannot be served as int2" in page

@@ -274,3 +274,68 @@ def test_norm_history_streams_beside_the_first_checkpoint(tmp_path, small_blocks
     os.truncate(data[0], 10)
     with pytest.raises(SnapshotError, match=str(data[0])):
         embviz.norm_history(run, initial="first", progress=False)
+
+
+# --------------------------------------------------------------------------- two ranks
+
+
+def _two_rank_writer(rank: int, store_file: str, path: str, full: torch.Tensor) -> None:
+    """Rank ``rank`` of 2 (gloo): one ShardedTensor per layout, each rank holding its shards;
+    the ranks take one snapshot together, as a sharded training job does."""
+    store = dist.FileStore(store_file, 2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    try:
+        rows, cols = full.shape
+        half_r, half_c = rows // 2, cols // 2
+        layouts = {
+            # row-wise: rank 0 the first rows, rank 1 the rest
+            "row": [((0, 0), (half_r, cols), 0), ((half_r, 0), (rows - half_r, cols), 1)],
+            # column-wise: rank 0 the first columns, rank 1 the rest
+            "col": [((0, 0), (rows, half_c), 0), ((0, half_c), (rows, cols - half_c), 1)],
+        }
+        state = {}
+        for name, shards in layouts.items():
+            local = [
+                Shard(
+                    full[r : r + nr, c : c + nc].clone(),
+                    ShardMetadata([r, c], [nr, nc], f"rank:{owner}/cpu"),
+                )
+                for (r, c), (nr, nc), owner in shards
+                if owner == rank
+            ]
+            state[f"embedding_bags.{name}.weight"] = ShardedTensor._init_from_local_shards(
+                local, list(full.shape)
+            )
+
+        class Holder(torch.nn.Module):
+            def state_dict(self, *args, **kwargs):
+                return state
+
+            def load_state_dict(self, *args, **kwargs):
+                pass
+
+        Snapshot.take(path, {"model": Holder()})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_snapshot_taken_by_two_ranks_reads_shard_by_shard(tmp_path):
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(11)
+    full = torch.randn(1000, 12)
+    path = tmp_path / "two_ranks"
+    mp.spawn(_two_rank_writer, args=(str(tmp_path / "store"), str(path), full), nprocs=2, join=True)
+    meta = json.loads((path / METADATA_FILE).read_text())
+    assert meta["world_size"] == 2
+    for name in ("row", "col"):
+        # Each rank wrote its own shard: the manifest holds one entry per rank.
+        assert {k.split("/")[0] for k in meta["manifest"] if k.endswith(f"{name}.weight")} == {
+            "0",
+            "1",
+        }
+        assert torch.equal(embviz.read_table(path, name), full)
+        blocks = list(embviz.iter_table_blocks(path, name, max_bytes=1000))
+        assert torch.equal(torch.cat([b for _, b in blocks]), full)
+        stats = embviz.norm_stats(path, tables=name, progress=False).loc[name]
+        _assert_close_to(stats, _reference(full))

@@ -12,6 +12,7 @@ import datetime
 import html
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -21,7 +22,8 @@ import embviz
 from embviz import DataType, Mode
 from embviz.memory import UnknownTableError, gpu_fit, memory_table, totals
 from embviz.placement import PlanError, plan
-from embviz.plots.memory import plot_dtype_savings, plot_memory, plot_placement
+from embviz.plots.dtypes import plot_dtype_savings
+from embviz.plots.memory import plot_memory, plot_placement
 from embviz.widgets import CollectionEditor
 from embviz.widgets.editor import DTYPE_FIGSIZE, MEMORY_FIGSIZE, PLACEMENT_FIGSIZE
 
@@ -213,13 +215,15 @@ def plot_calls(monkeypatch) -> list[str]:
         return update(self, *args, **kwargs)
 
     monkeypatch.setattr(MemoryPlot, "update", counted_update)
-    original = embviz.plots.memory.plot_dtype_savings
+    import embviz.plots.dtypes
+
+    original = embviz.plots.dtypes.plot_dtype_savings
 
     def counted(*args, **kwargs):
         calls.append("plot_dtype_savings")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(embviz.plots.memory, "plot_dtype_savings", counted)
+    monkeypatch.setattr(embviz.plots.dtypes, "plot_dtype_savings", counted)
     return calls
 
 
@@ -777,12 +781,30 @@ def test_row_counts_past_int64_are_refused_at_the_cell(editor, ranker, rows, dim
     row = editor.controls("topic")
     row["embedding_dim"].value = str(dim)
     row["num_embeddings"].value = f"{rows:,}"
-    assert "past what int64 byte counts hold" in editor.error
-    assert "past what int64" in row["num_embeddings"].error
+    # The schema refuses it (issue 11); the editor's own check stands behind it.
+    assert "the most a byte count holds (int64)" in editor.error
+    assert "the most a byte count holds (int64)" in row["num_embeddings"].error
     assert editor.config.table("topic").embedding_dim == dim
     assert editor.config.table("topic").num_embeddings == 100_000
     assert_consistent(editor)
     assert (editor.memory["total_bytes"] > 0).all()
+
+
+def test_the_editors_own_int64_guard_behind_the_schema(ranker):
+    """Tables that slipped past the schema (built without validation) are still refused."""
+    from embviz.widgets.editor_model import BytesOverflow, _check_bytes, _check_table
+
+    table = ranker.table("topic").model_construct(
+        **{**dict(ranker.table("topic")), "num_embeddings": 2**62}
+    )
+    with pytest.raises(BytesOverflow, match="past what int64 byte counts hold"):
+        _check_table(table, 6)
+    frame = memory_table(ranker)
+    _check_bytes(frame, range(len(frame)))  # fine as it is
+    huge = frame.copy()
+    huge["total_bytes"] = np.int64(2**62)
+    with pytest.raises(BytesOverflow, match="total bytes would pass int64"):
+        _check_bytes(huge, [])
 
 
 def test_a_total_past_int64_is_refused(ranker):
@@ -801,8 +823,8 @@ def test_a_total_past_int64_is_refused(ranker):
     assert editor.memory["total_bytes"].iloc[:2].tolist() == [3 * 4 * 4 * 2**56] * 2
     before = editor.config
     editor.controls(names[2])["num_embeddings"].value = f"{2**56:,}"
-    assert "total bytes would pass int64" in editor.error
-    assert "total bytes would pass int64" in editor.controls(names[2])["num_embeddings"].error
+    assert "the most a byte count holds (int64)" in editor.error
+    assert "together" in editor.error
     assert editor.config == before
     assert_consistent(editor)
     editor.controls(names[2])["num_embeddings"].value = "1,000"

@@ -42,7 +42,9 @@ def test_bytes_equal_memory_table_and_follow_the_all_control(ranker):
 
 def test_one_table_dtype_and_the_fit_on_hosts(ranker):
     panel = ServingPanel(ranker, serving_dtype="int8", hosts=1, host_gib=8)
-    panel.controls["tables"]["user_id"].value = "int4"
+    panel.controls["table"].value = "user_id"
+    assert panel.controls["dtype"].value == "int8"  # shows the table's current choice
+    panel.controls["dtype"].value = "int4"
     chosen = {t.name: "int8" for t in ranker.tables} | {"user_id": "int4"}
     expected = memory_table(ranker, mode="inference", serving_dtype=chosen)
     assert panel.frame.equals(expected)
@@ -57,8 +59,6 @@ def test_one_table_dtype_and_the_fit_on_hosts(ranker):
 
 
 def test_a_refused_width_is_marked_and_the_last_choice_kept(ranker):
-    panel = ServingPanel(ranker, serving_dtype="int8")
-    before = panel.frame
     # Every ranker table takes int2; make one 4 wide (int2 needs a multiple of 8).
     narrow = ranker.model_copy(
         update={
@@ -68,17 +68,45 @@ def test_a_refused_width_is_marked_and_the_last_choice_kept(ranker):
             ]
         }
     )
-    panel.set_config(narrow)
-    assert panel.error == ""
-    panel.controls["tables"]["country"].value = "int2"
+    panel = ServingPanel(narrow, serving_dtype="int8")
+    panel.controls["table"].value = "country"
+    panel.controls["dtype"].value = "int2"
     assert "embedding_dim 4 cannot be served as int2" in panel.error
-    assert "int2 needs embedding_dim % 8 == 0" in panel.controls["tables"]["country"].tooltip
+    assert "int2 needs embedding_dim % 8 == 0" in panel.controls["dtype"].tooltip
     assert "last valid" in text(panel.outputs["status"])
     assert panel.frame.loc["country", "serving_dtype"] == "int8"
-    panel.controls["tables"]["country"].value = "int4"
+    panel.controls["dtype"].value = "int4"
     assert panel.error == "" and panel.frame.loc["country", "serving_dtype"] == "int4"
-    assert not panel.controls["tables"]["country"].tooltip
-    assert before.loc["user_id", "total_bytes"] == panel.frame.loc["user_id", "total_bytes"]
+    assert not panel.controls["dtype"].tooltip
+    # "all" applies a dtype to the tables whose width takes it and names the others.
+    panel.controls["all"].value = "int2"
+    assert panel.frame.loc["country", "serving_dtype"] == "fp32"
+    assert (panel.frame.drop(index="country")["serving_dtype"] == "int2").all()
+    assert "refused by the width of 1 table(s)" in text(panel.outputs["status"])
+    assert "country" in text(panel.outputs["status"])
+
+
+def test_many_tables_show_the_largest_and_count_all():
+    cfg = embviz.LargeEmbeddingsConfig.model_validate(
+        {
+            "tables": [
+                {
+                    "name": f"t{i:03d}",
+                    "num_embeddings": 1_000 * (i + 1),
+                    "embedding_dim": 16,
+                    "data_type": "fp32",
+                    "optimizer": {"sgd": {"lr": 0.1}},
+                }
+                for i in range(200)
+            ]
+        }
+    )
+    panel = ServingPanel(cfg, serving_dtype="int4", max_tables=10)
+    shown = text(panel.outputs["table"])
+    assert shown.count("<tr") == 1 + 10 + 1  # header, 9 largest + "(191 others)", total
+    assert "(191 others)" in shown
+    total = int(memory_table(cfg, mode="inference", serving_dtype="int4")["total_bytes"].sum())
+    assert f"{total:,}" in shown
 
 
 def test_quality_shown_is_quantization_error():
@@ -131,3 +159,19 @@ def test_serving_fit_arithmetic_and_errors(ranker):
         serving_fit(frame, 0, 4)
     with pytest.raises(ArgumentError, match="host_gib"):
         serving_fit(frame, 1, -1)
+
+
+def test_the_editors_serving_tab(ranker):
+    editor = CollectionEditor(ranker)
+    tabs = editor.outputs["tabs"]
+    assert tabs.titles[-1] == "serving"
+    box = tabs.children[-1]
+    assert box.children == ()  # nothing is computed for the tab before it opens
+    tabs.selected_index = len(tabs.children) - 1
+    (panel,) = box.children
+    assert isinstance(panel, ServingPanel) and panel is editor.serving
+    editor.controls("topic")["num_embeddings"].value = "300,000"
+    expected = memory_table(editor.config, mode="inference", serving_dtype="int8")
+    assert expected.at["topic", "num_embeddings"] == 300_000
+    assert panel.frame.equals(expected)
+    assert f"{int(expected['total_bytes'].sum()):,}" in text(panel.outputs["table"])

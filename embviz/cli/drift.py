@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embviz.norms import resolve_snapshot
+    from embviz.snapshots import resolve_snapshot
     from embviz.tabledrift import drift
 
     before, after = resolve_snapshot(args.before), resolve_snapshot(args.after)

@@ -109,7 +109,7 @@ def write(frame: Any, fmt: str, shown: list[str], header: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embviz.norms import resolve_snapshot
+    from embviz.snapshots import resolve_snapshot
     from embviz.tablehealth import health
 
     path = resolve_snapshot(args.path, step=args.step)

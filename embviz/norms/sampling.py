@@ -70,7 +70,9 @@ def _subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     return have
 
 
-def exact_quantiles(values: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
+def exact_quantiles(
+    values: torch.Tensor, q: Sequence[float], *, overwrite: bool = False
+) -> torch.Tensor:
     """Quantiles of a 1-D float tensor, equal to ``torch.quantile(values, q)`` ('linear').
 
     torch.quantile sorts its input and refuses more than 16M elements; this finds the needed
@@ -78,6 +80,9 @@ def exact_quantiles(values: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
     interpolates exactly as torch does, in the values' dtype: rank ``q * (n - 1)``, the two
     neighbouring order statistics, and `torch.lerp` with weight ``rank - floor(rank)``. A NaN
     among the values makes every quantile NaN, as in torch.
+
+    ``overwrite=True`` partitions ``values`` in place (a contiguous CPU tensor the caller no
+    longer needs in its order) instead of a copy: no second copy of a large set of values.
 
     Returns
     -------
@@ -103,7 +108,11 @@ def exact_quantiles(values: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
     above = ranks.ceil().to(torch.int64)
     weights = (ranks - below.to(rank_dtype)).to(v.dtype)
     kth = np.unique(torch.cat([below, above]).numpy())
-    ordered = np.partition(v.numpy(), kth)
+    if overwrite and v.is_contiguous() and v.data_ptr() == values.data_ptr():
+        ordered = v.numpy()
+        ordered.partition(kth)
+    else:
+        ordered = np.partition(v.numpy(), kth)
     lo = torch.from_numpy(ordered[below.numpy()].copy())
     hi = torch.from_numpy(ordered[above.numpy()].copy())
     return torch.lerp(lo, hi, weights)

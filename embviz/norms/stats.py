@@ -103,19 +103,24 @@ def _unchanged_rows(weight: Any, initial: Any, index: torch.Tensor | None, name:
 
 
 def _stats_row(norms: torch.Tensor, rows: int, unchanged: int | None) -> dict[str, float | int]:
-    """The statistics of one table's norms (float32 on the CPU), computed with torch."""
+    """The statistics of one table's norms (float32 on the CPU), computed with torch.
+
+    Consumes ``norms``: the quantiles partition it in place (no copy of a large table's norms).
+    """
     n = int(norms.numel())
-    quantiles = exact_quantiles(norms, list(QUANTILES.values())).tolist()
+    low, high = torch.aminmax(norms)
     row: dict[str, float | int] = {
         "rows": rows,
         "sampled": n,
         "mean": float(norms.mean()),
         "std": float(norms.std()) if n > 1 else math.nan,
-        "min": float(norms.min()),
+        "min": float(low),
     }
+    zeros = n - int(torch.count_nonzero(norms))
+    quantiles = exact_quantiles(norms, list(QUANTILES.values()), overwrite=True).tolist()
     row.update(dict(zip(QUANTILES, quantiles, strict=True)))
-    row["max"] = float(norms.max())
-    row["zero_share"] = float((norms == 0).sum()) / n
+    row["max"] = float(high)
+    row["zero_share"] = zeros / n
     row["unchanged_share"] = math.nan if unchanged is None else unchanged / n
     return row
 

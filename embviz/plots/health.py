@@ -78,12 +78,17 @@ def plot_spectrum(
         color = cmap(i / max(1, len(steps) - 1)) if step is not None else _ERANK
         label = "table" if step is None else f"step {step}"
         ax.plot(line["k"], shown, marker="o", markersize=3, color=color, label=label)
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
     ax.set_yscale("log")
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(FormatStrFormatter("%.2g"))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("singular value index k (largest first)")
     ax.set_ylabel("singular value / largest")
     ax.set_title(f"{name}: singular-value spectrum", fontsize=10)
-    if len(steps) <= 12:
-        ax.legend(fontsize=7, loc="lower left", ncols=2 if len(steps) > 6 else 1)
+    if 1 < len(steps) <= 12:  # beside the Axes: spectra fill the lower left
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
@@ -120,7 +125,7 @@ def plot_health_history(
     ax.set_xlabel("training step")
     ax.set_ylabel("dimensions used")
     ax.set_title(f"{name}: how many dimensions the table uses", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 

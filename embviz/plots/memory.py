@@ -251,6 +251,7 @@ class MemoryPlot:
         ax.set_xlim(floor, top * 2.0**2.5)  # room on the right for the total texts
         ax.xaxis.set_major_locator(FixedLocator(_log2_ticks(floor, top * 2.0**2.5)))
         ax.set_xlabel("bytes per table (log2 scale)")
+        ax.set_ylabel("table")
         total = int(frame["total_bytes"].sum())
         title = f"Memory per table{_mode_text(frame)}: {human_bytes(total)} in {len(frame)} tables"
         if hbm_bytes is not None:
@@ -275,6 +276,24 @@ class MemoryPlot:
             )
             self._legend_key = tuple(legend)
         return ax.get_figure()  # type: ignore[return-value]
+
+    def fit_margins(self) -> None:
+        """Set the Figure's margins for this plot's labels without a layout engine.
+
+        An estimate from the text sizes (labels, two-line title, tick labels, x label and the
+        legend below): microseconds, where matplotlib's constrained layout measures every text
+        (a tenth of a second or more). For a widget that updates the figure as the user types;
+        `plot_memory` itself uses the Figure's own layout engine.
+        """
+        fig = self.ax.get_figure()
+        width, height = fig.get_size_inches() * 72  # points
+        labels = self.ax.get_yticklabels()
+        longest = max((len(t.get_text()) for t in labels), default=0)
+        size = labels[0].get_fontsize() if labels else 10
+        left = (longest * size * 0.62 + 14) / width
+        top = (2 * 11 * 1.3 + 10) / height
+        bottom = (10 * 1.4 + 10 * 1.4 + 2 * 8 * 1.6 + 18) / height
+        fig.subplots_adjust(left=min(left, 0.5), right=0.98, top=1 - top, bottom=bottom)
 
 
 def plot_memory(

@@ -197,14 +197,15 @@ class FigureView:
         if css_class:
             self.widget.add_class(css_class)
 
-    def refresh(self, layout_key: Hashable = None) -> None:
+    def refresh(self, layout_key: Hashable = None, relayout: bool = True) -> None:
         """Show the Figure's current artists (call after changing them).
 
         ``layout_key`` summarises what the layout depends on (e.g. the tick labels); the
-        constrained layout is recomputed when it differs from the last one.
+        constrained layout is recomputed when it differs from the last one. ``relayout=False``
+        leaves the margins as the caller set them.
         """
         no_engine = self.figure.get_layout_engine() is None
-        if no_engine and (layout_key is None or layout_key != self._layout_key):
+        if relayout and no_engine and (layout_key is None or layout_key != self._layout_key):
             from matplotlib.layout_engine import ConstrainedLayoutEngine
 
             ConstrainedLayoutEngine().execute(self.figure)

@@ -176,6 +176,15 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
             self._figure_source, self._guard, interactive_figures, max_figure_tables, figure_delay_s
         )
         self._figures.plan_button.on_click(self._guard(lambda _: self.plan_placement()))
+        # The serving tab: a ServingPanel that follows this editor's config, made when first
+        # opened (nothing is computed for it before).
+        self._serving_box = widgets.VBox()
+        self._serving_box.add_class("embviz-serving-tab")
+        tabs = self._figures.tabs
+        titles = tuple(tabs.titles)
+        tabs.children = (*tabs.children, self._serving_box)
+        tabs.titles = (*titles, "serving")
+        tabs.observe(self._guard(lambda _: self._open_serving()), names="selected_index")
         self.children = [
             self._load_bar,
             self._question_bar,
@@ -189,7 +198,7 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
             self._figures.tabs,
             self._exceptions,
         ]
-        self._refresh_all(force=True)
+        self._refresh_all()
         self.observe(self._guard(self._on_config_set), names="config")
 
     # ------------------------------------------------------------------ building
@@ -312,7 +321,8 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
         """The display widgets, for tests and custom layouts.
 
         ``status``, ``total``, ``fit``, ``placement`` (HTML), ``exceptions`` (the Output of
-        callback tracebacks), ``tabs`` (the figures: memory, fp32 vs fp16, placement).
+        callback tracebacks), ``tabs`` (the figures: memory, fp32 vs fp16, placement; then
+        the serving tab, `serving`).
         """
         return {
             "status": self._status,
@@ -322,6 +332,21 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
             "exceptions": self._exceptions,
             "tabs": self._figures.tabs,
         }
+
+    @property
+    def serving(self) -> Any:
+        """The serving tab's `embviz.ServingPanel` (made on first use; follows the config)."""
+        self._open_serving(force=True)
+        return self._serving_box.children[0]
+
+    def _open_serving(self, force: bool = False) -> None:
+        if self._serving_box.children:
+            return
+        tabs = self._figures.tabs
+        if force or tabs.children[tabs.selected_index or 0] is self._serving_box:
+            from embviz.widgets.serving_panel import ServingPanel
+
+            self._serving_box.children = (ServingPanel(self, serving_dtype="int8"),)
 
     @property
     def last_exception(self) -> str:
@@ -479,7 +504,6 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
         return True
 
     def _set_config(self, cfg: LargeEmbeddingsConfig) -> None:
-        self._frame = self._model.memory
         if cfg is self.config:
             return
         self._internal = True
@@ -723,7 +747,7 @@ class CollectionEditor(FindMixin, IOMixin, widgets.VBox):
     def _on_config_set(self, change: dict[str, Any]) -> None:
         if not self._internal:  # someone assigned editor.config: show that config
             self._model.load(change["new"])
-            self._refresh_all(force=True)
+            self._refresh_all()
             self.set_trait("config_version", self.config_version + 1)
 
     def _on_unexpected(self, exc: BaseException) -> None:

@@ -77,8 +77,7 @@ class IOMixin:
         if not isinstance(cfg, LargeEmbeddingsConfig):
             cfg = load_config(cfg, key=key)
         self._model.load(cfg)
-        self._set_config(cfg)
-        self._refresh_all(force=True)
+        self._refresh_all()
 
     def to_yaml(self) -> str:
         """The last valid config as YAML (`embviz.dump_config`): hidden fields included."""

@@ -293,9 +293,11 @@ class EditorRows:
     def problems(self) -> list[tuple[str, str]]:
         """Every current problem as (config location, message), in row order."""
         out = []
+        counted = self.count_problems
         for i, row in enumerate(self.rows):
-            own = row.problems + self.count_problems.get(row.id, [])
-            out += [(_join(f"tables[{i}]", loc), msg) for loc, msg in own]
+            if row.problems or row.id in counted:  # most rows are fine: skip them fast
+                own = row.problems + counted.get(row.id, [])
+                out += [(_join(f"tables[{i}]", loc), msg) for loc, msg in own]
         return out + self.cross
 
     def row_problems(self, row: Row) -> list[tuple[str, str]]:
@@ -372,17 +374,12 @@ class EditorRows:
         else:
             self.recounted = changed
             frame = self.memory.copy(deep=False)
-            names = list(frame.index)
             for i in changed:
                 table, logged = counted[i]
                 one = LargeEmbeddingsConfig.model_construct(
                     tables=[table], tables_to_log=[table.name] if logged else None
                 )
-                record = memory_table(one, **self.question)
-                frame.iloc[i] = record.iloc[0]
-                names[i] = table.name
-            if any(names[i] != frame.index[i] for i in changed):
-                frame.index = pd.Index(names, name=frame.index.name)
+                _put_row(frame, i, memory_table(one, **self.question))
         _check_bytes(frame, changed if same_shape else range(len(frame)))
         if same_shape and frame.equals(self.memory):
             return self.memory  # an lr edit: same bytes, nothing downstream to redo
@@ -405,6 +402,28 @@ class EditorRows:
             self.count_problems[rows[0].id] = [("num_embeddings", message)]
         else:
             self.cross.append(("tables", message))
+
+
+def _put_row(frame: pd.DataFrame, i: int, record: pd.DataFrame) -> None:
+    """Put ``record``'s one row (a `memory_table` of one table) at position ``i`` of ``frame``.
+
+    Only the columns whose value differs are replaced, each by a new array (numpy copies of a
+    few thousand values: microseconds), so the frame keeps `memory_table`'s dtypes exactly and
+    frames handed out earlier are left as they were.
+    """
+    for j in range(frame.shape[1]):
+        new = record.iat[0, j]
+        if new == frame.iat[i, j]:
+            continue
+        dtype = frame.dtypes.iloc[j]
+        values = frame.iloc[:, j].to_numpy(copy=True)  # object values for string columns
+        values[i] = new
+        frame.isetitem(j, values if isinstance(dtype, np.dtype) else pd.array(values, dtype=dtype))
+    name = record.index[0]
+    if frame.index[i] != name:
+        names = frame.index.to_numpy(dtype=object, copy=True)
+        names[i] = name
+        frame.index = pd.Index(names, dtype=frame.index.dtype, name=frame.index.name)
 
 
 class BytesOverflow(ArithmeticError):

@@ -64,7 +64,7 @@ COLUMNS: list[dict[str, Any]] = [
         {"key": key, "label": label, "kind": "bytes", "width": "84px", "sortable": True}
         for key, label in BYTE_COLUMNS.items()
     ),
-    {"key": "actions", "label": "", "kind": "actions", "width": "136px", "actions": ROW_ACTIONS},
+    {"key": "actions", "label": "", "kind": "actions", "width": "164px", "actions": ROW_ACTIONS},
     {"key": "message", "label": "", "kind": "message", "width": "480px"},
 ]
 

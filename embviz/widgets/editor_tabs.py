@@ -82,10 +82,10 @@ class FigureTabs:
         self.dtype_view = FigureView(
             DTYPE_FIGSIZE, interactive=interactive, css_class="embviz-dtype-figure"
         )
-        self.placement_view = FigureView(
-            PLACEMENT_FIGSIZE, interactive=interactive, css_class="embviz-placement-figure"
-        )
-        self.placement_view.widget.layout.display = "none"
+        # Made on first use (a plan, or `figures`): most sessions never plan.
+        self._interactive = interactive
+        self._placement_view: FigureView | None = None
+        self._placement_box = widgets.VBox()
         self.placement_html = widgets.HTML()
         self.placement_html.add_class("embviz-placement-table")
         self.plan_output = widgets.Output()
@@ -103,7 +103,7 @@ class FigureTabs:
                     [
                         widgets.HBox([self.plan_button, self.placement_status]),
                         self.plan_output,
-                        self.placement_view.widget,
+                        self._placement_box,
                         self.placement_html,
                     ]
                 ),
@@ -112,6 +112,20 @@ class FigureTabs:
         )
         self.tabs.add_class("embviz-figure-tabs")
         self.tabs.observe(guard(lambda _: self.draw_visible()), names="selected_index")
+
+    @property
+    def placement_view(self) -> FigureView:
+        """The placement figure's view (made on first use, hidden until a plan is drawn)."""
+        if self._placement_view is None:
+            view = FigureView(
+                PLACEMENT_FIGSIZE,
+                interactive=self._interactive,
+                css_class="embviz-placement-figure",
+            )
+            view.widget.layout.display = "none"
+            self._placement_box.children = [view.widget]
+            self._placement_view = view
+        return self._placement_view
 
     @property
     def figures(self) -> dict[str, Any]:
@@ -152,7 +166,7 @@ class FigureTabs:
 
     def draw(self, which: str, force: bool = False) -> None:
         """Bring one figure up to date with ``source()`` when what it shows changed."""
-        from embviz.plots.memory import plot_dtype_savings
+        from embviz.plots.dtypes import plot_dtype_savings
 
         frame, serial, hbm_bytes = self._source()
         key = (serial, hbm_bytes) if which == "memory" else (serial,)
@@ -160,12 +174,14 @@ class FigureTabs:
             return
         self._drawn[which] = key
         if which == "memory":
-            view = self.memory_view
+            # Margins estimated from the labels: no layout engine while the user types.
             self.memory_plot.update(frame, hbm_bytes=hbm_bytes, sort=True)
+            self.memory_plot.fit_margins()
+            self.memory_view.refresh(relayout=False)
         else:
             view = self.dtype_view
             plot_dtype_savings(frame, ax=view.ax, max_tables=self.max_tables)
-        view.refresh(layout_key(view.ax))
+            view.refresh(layout_key(view.ax))
 
 
 def placement_html(placement: Any) -> str:

@@ -1,8 +1,9 @@
 """`NormsPanel`: row norms of the logged tables, over training steps, with a look at the rows.
 
 Wiring only: statistics from `embviz.norms` (`norm_stats`, `norm_histogram`, `norm_history`,
-`nearest`, `fp16_error_table`), tables from `embviz.snapshots`, vocabularies from
-`embviz.vocab`, drawings from `embviz.plots.norms`; the projection tab is an `embviz.Projector`.
+`nearest`, `fp16_error_table`), health from `embviz.tablehealth` (`health`, `health_history`,
+`spectrum`), tables from `embviz.snapshots`, vocabularies from `embviz.vocab`, drawings from
+`embviz.plots.norms` and `embviz.plots.health`; the projection tab is an `embviz.Projector`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ __all__ = ["NormsPanel"]
 HISTOGRAM_FIGSIZE = (6.4, 3.8)
 BANDS_FIGSIZE = (6.4, 3.8)
 FP16_FIGSIZE = (8.0, 2.6)
-_TABS = ("histogram", "bands", "projection", "neighbours", "fp16")
+HEALTH_FIGSIZE = (4.6, 3.4)
+_TABS = ("histogram", "bands", "projection", "neighbours", "fp16", "health")
 _STAT_HEADERS = {
     "rows": "rows",
     "sampled": "sampled",
@@ -207,6 +209,8 @@ class NormsPanel(widgets.VBox):
             "histogram": FigureView(HISTOGRAM_FIGSIZE, **options),
             "bands": FigureView(BANDS_FIGSIZE, **options),
             "fp16": FigureView(FP16_FIGSIZE, ncols=2, **options),
+            "spectrum": FigureView(HEALTH_FIGSIZE, **options),
+            "rank": FigureView(HEALTH_FIGSIZE, **options),
         }
         self._views = views
         self._projector: Any = None
@@ -227,6 +231,9 @@ class NormsPanel(widgets.VBox):
         self._neighbours_html.add_class("embviz-norms-table")
         self._fp16_html = widgets.HTML()
         self._fp16_html.add_class("embviz-norms-table")
+        self._health_html = widgets.HTML()
+        self._health_html.add_class("embviz-norms-table")
+        self._health_histories: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
 
         self._tabs = widgets.Tab(
             children=[
@@ -240,8 +247,14 @@ class NormsPanel(widgets.VBox):
                     ]
                 ),
                 widgets.VBox([views["fp16"].widget, self._fp16_html]),
+                widgets.VBox(
+                    [
+                        widgets.HBox([views["spectrum"].widget, views["rank"].widget]),
+                        self._health_html,
+                    ]
+                ),
             ],
-            titles=["histogram", "over steps", "projection", "neighbours", "fp16 error"],
+            titles=["histogram", "over steps", "projection", "neighbours", "fp16 error", "health"],
         )
         self._tabs.add_class("embviz-norms-tabs")
 
@@ -289,8 +302,9 @@ class NormsPanel(widgets.VBox):
     def outputs(self) -> dict[str, widgets.Widget]:
         """The display widgets.
 
-        Keys: ``source``, ``message``, ``stats``, ``neighbours``, ``fp16`` (HTML), ``tabs``
-        (histogram, over steps, projection, neighbours, fp16 error) and ``exceptions``.
+        Keys: ``source``, ``message``, ``stats``, ``neighbours``, ``fp16``, ``health`` (HTML),
+        ``tabs`` (histogram, over steps, projection, neighbours, fp16 error, health) and
+        ``exceptions``.
         """
         return {
             "source": self._source_html,
@@ -298,14 +312,18 @@ class NormsPanel(widgets.VBox):
             "stats": self._stats_html,
             "neighbours": self._neighbours_html,
             "fp16": self._fp16_html,
+            "health": self._health_html,
             "tabs": self._tabs,
             "exceptions": self._exceptions,
         }
 
     @property
     def figures(self) -> dict[str, Any]:
-        """``histogram``, ``bands`` and ``fp16`` Figures, brought up to date."""
-        for name in ("histogram", "bands", "fp16"):
+        """The Figures by view, brought up to date.
+
+        ``histogram``, ``bands``, ``fp16``, and the health tab's ``spectrum`` and ``rank``.
+        """
+        for name in ("histogram", "bands", "fp16", "health"):
             self._show(name)
         return {name: view.figure for name, view in self._views.items()}
 
@@ -316,7 +334,9 @@ class NormsPanel(widgets.VBox):
         Keys (when available): ``stats`` (`norm_stats` of the table at the step),
         ``histogram`` (`norm_histogram`), ``history`` (`norm_history`, checkpoint folders),
         ``projection`` (the `embviz.Projector` frame), ``neighbours`` (`nearest`), ``fp16``
-        (`fp16_error_table`).
+        (`fp16_error_table`), ``health`` (`health` of the table at the step),
+        ``health_history`` and ``spectra`` (`health_history` and `spectrum_history`, checkpoint
+        folders; else ``spectra`` is `spectrum` of the table).
         """
         return dict(self._data)
 
@@ -347,6 +367,7 @@ class NormsPanel(widgets.VBox):
         self._source = opened
         self._weight_key = self._weight = None
         self._histories.clear()
+        self._health_histories.clear()
         self._source_html.value = message_html(opened.describe(), OK_COLOR)
         tables = opened.tables
         if self._config is not None:
@@ -435,7 +456,7 @@ class NormsPanel(widgets.VBox):
             return
         self._data = {}
         self._drawn.clear()
-        self._neighbours_html.value = self._fp16_html.value = ""
+        self._neighbours_html.value = self._fp16_html.value = self._health_html.value = ""
         self._query.placeholder = "entity id" if self._vocab() is not None else "row"
         source = self._source
         initial = source.paths[source.steps[0]] if source.kind == "checkpoints" else None
@@ -523,7 +544,10 @@ class NormsPanel(widgets.VBox):
         self._projector = None  # let the previous table's view go first
         self._projection_box.children = []
         self._projector = Projector(
-            self._table_weight(), vocab=self._vocab(), max_points=self._projection_rows
+            self._table_weight(),
+            vocab=self._vocab(),
+            max_points=self._projection_rows,
+            progress=False,
         )
         self._data["projection"] = self._projector.frame
         self._projection_box.children = [self._projector.widget]
@@ -552,6 +576,76 @@ class NormsPanel(widgets.VBox):
         savings = memory_table(self._config).loc[[table]]
         plot_fp16_tradeoff(errors, savings, axes=view.axes)
         view.refresh()
+
+    def _draw_health(self) -> None:
+        from embviz.plots.health import plot_health_history, plot_spectrum
+        from embviz.tablehealth import health, health_and_spectra, spectrum
+
+        table, source = self.table, self._source
+        initial = source.paths[source.steps[0]] if source.kind == "checkpoints" else None
+        now = health(
+            source.at(self.step), tables=[table], sample=self._sample, initial=initial,
+            progress=False,
+        )  # fmt: skip
+        self._data["health"] = now
+        self._health_html.value = _health_html(now)
+        spectrum_view, rank_view = self._views["spectrum"], self._views["rank"]
+        if source.kind == "checkpoints":
+            if table not in self._health_histories:  # every step: read once per table
+                self._health_histories[table] = health_and_spectra(
+                    source.save_dir, tables=[table], sample=self._sample, progress=False
+                )
+            history, spectra = self._health_histories[table]
+            self._data["health_history"], self._data["spectra"] = history, spectra
+            plot_spectrum(spectra, ax=spectrum_view.ax, table=table)
+            plot_health_history(history, ax=rank_view.ax, table=table)
+            rank_view.ax.axvline(self.step, color="0.3", linewidth=1, linestyle=":")
+        else:
+            spectra = spectrum(source.at(None), tables=[table], sample=self._sample,
+                               progress=False)  # fmt: skip
+            self._data["spectra"] = spectra
+            plot_spectrum(spectra, ax=spectrum_view.ax, table=table)
+            rank_view.ax.clear()
+            rank_view.ax.set_axis_off()
+            rank_view.ax.set_title("a checkpoint folder has steps; this source has one state")
+        spectrum_view.refresh()
+        rank_view.refresh()
+
+
+_HEALTH_HEADERS = {
+    "rows": "rows",
+    "dim": "dim",
+    "sampled": "rows read",
+    "effective_rank": "effective rank",
+    "information_abundance": "information abundance",
+    "dim_spread": "dim spread",
+    "top_energy_share": "top direction",
+    "energy_rank_99": "dims for 99%",
+    "unchanged_share": "unchanged since step 0",
+}
+
+
+def _health_html(frame: pd.DataFrame) -> str:
+    """`embviz.health` rows as a small table (shares in %, ranks to 3 digits)."""
+    import math
+
+    head = "".join(f"<th>{label}</th>" for label in _HEALTH_HEADERS.values())
+    rows = []
+    for name, record in frame.iterrows():
+        cells = []
+        for column in _HEALTH_HEADERS:
+            value = record[column]
+            if column in ("rows", "dim", "sampled", "energy_rank_99"):
+                text = f"{int(value):,}"
+            elif column in ("top_energy_share", "unchanged_share"):
+                text = "" if math.isnan(value) else f"{100 * value:.2f}%"
+            else:
+                text = f"{value:.3g}"
+            cells.append(f"<td>{text}</td>")
+        rows.append(f"<tr><td>{html.escape(str(name))}</td>{''.join(cells)}</tr>")
+    return (
+        f"<table><thead><tr><th>table</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _stats_html(stats: pd.DataFrame) -> str:

@@ -24,6 +24,7 @@ from embviz.errors import EmbvizError
 from embviz.widgets._common import (
     ERROR_COLOR,
     OK_COLOR,
+    WARN_COLOR,
     guarded,
     mark_invalid,
     message_html,
@@ -48,7 +49,8 @@ class ServingPanel(widgets.VBox):
         `CollectionEditor`), the panel follows its last valid config.
     serving_dtype : str or mapping, optional
         Initial choice: one dtype for all tables (``"int8"``) or table -> dtype; tables left
-        out keep their config dtype.
+        out keep their config dtype. A dtype a table's width cannot take leaves that table in
+        its config dtype (the status line names it).
     hosts : int
         Serving hosts.
     host_gib : float
@@ -57,12 +59,16 @@ class ServingPanel(widgets.VBox):
         From `embviz.quantization_error_table` on trained weights of these tables: the panel
         shows, for each table's chosen dtype, the share of nearest neighbours kept and the
         relative error of pooled bags.
+    max_tables : int
+        Rows of the bytes table: the largest tables, the rest summed into one row (the totals
+        and the fit always count every table).
 
     Attributes
     ----------
     controls : dict
-        ``"all"`` (Dropdown), ``"hosts"`` (IntText), ``"host_gib"`` (FloatText), and
-        ``"tables"``: table name -> Dropdown. Tests and notebooks drive these.
+        ``"all"`` (Dropdown: a dtype for every table), ``"table"`` (Dropdown: pick a table),
+        ``"dtype"`` (Dropdown: the picked table's dtype), ``"hosts"`` (IntText),
+        ``"host_gib"`` (FloatText). Tests and notebooks drive these.
     outputs : dict
         ``"table"`` (HTML: bytes per table), ``"fit"`` (HTML: the fit), ``"status"`` (HTML).
     frame : pandas.DataFrame
@@ -85,6 +91,7 @@ class ServingPanel(widgets.VBox):
         hosts: int = 1,
         host_gib: float = 64.0,
         quality: pd.DataFrame | None = None,
+        max_tables: int = 30,
     ):
         super().__init__()
         from embviz.serving import SERVING_DTYPES
@@ -99,11 +106,12 @@ class ServingPanel(widgets.VBox):
             source.observe(lambda change: self.set_config(change["new"]), names="config")
         self._config: LargeEmbeddingsConfig = config
         self._quality = quality
-        self._bulk = False
+        self._max_tables = max_tables
+        self._syncing = False
+        self._chosen: dict[str, str] = {}
 
         self._exceptions = widgets.Output(layout=widgets.Layout(display="none"))
         guard = guarded(self._exceptions, self._on_unexpected)
-        self._guard = guard
 
         self._all = widgets.Dropdown(
             description="all tables",
@@ -111,6 +119,15 @@ class ServingPanel(widgets.VBox):
             value=serving_dtype if isinstance(serving_dtype, str) else OWN_DTYPE,
             layout=widgets.Layout(width="230px"),
         )
+        self._table = widgets.Dropdown(
+            description="table", options=config.table_names, layout=widgets.Layout(width="260px")
+        )
+        self._dtype = widgets.Dropdown(
+            description="served as",
+            options=list(SERVING_DTYPES),
+            layout=widgets.Layout(width="200px"),
+        )
+        self._dtype.add_class("embviz-serving-dtype")
         self._hosts = widgets.BoundedIntText(
             value=hosts,
             min=1,
@@ -125,35 +142,37 @@ class ServingPanel(widgets.VBox):
             description="GiB/host",
             layout=widgets.Layout(width="170px"),
         )
-        self._table_box = widgets.VBox()
-        self._table_controls: dict[str, widgets.Dropdown] = {}
         self._table_html = widgets.HTML()
         self._fit_html = widgets.HTML()
         self._status = widgets.HTML()
         self._all.observe(guard(self._on_all), names="value")
+        self._table.observe(guard(lambda _: self._show_table()), names="value")
+        self._dtype.observe(guard(self._on_dtype), names="value")
         self._hosts.observe(guard(lambda _: self._update()), names="value")
         self._host_gib.observe(guard(lambda _: self._update()), names="value")
 
-        self._build_table_controls(serving_dtype)
         self.children = [
             widgets.HTML("<b>Serving dtypes</b> (torchrec's quantized collection, inference)"),
             widgets.HBox([self._all, self._hosts, self._host_gib]),
-            widgets.HBox([self._table_box, self._table_html]),
-            self._fit_html,
+            widgets.HBox([self._table, self._dtype]),
             self._status,
+            self._table_html,
+            self._fit_html,
             self._exceptions,
         ]
+        self._assign(serving_dtype)
         self._update()
 
     # ------------------------------------------------------------------ public
     @property
     def controls(self) -> dict[str, Any]:
-        """The controls by name (``"tables"``: table name -> its dtype Dropdown)."""
+        """The controls by name."""
         return {
             "all": self._all,
+            "table": self._table,
+            "dtype": self._dtype,
             "hosts": self._hosts,
             "host_gib": self._host_gib,
-            "tables": dict(self._table_controls),
         }
 
     @property
@@ -168,51 +187,79 @@ class ServingPanel(widgets.VBox):
 
     @property
     def serving_dtype(self) -> dict[str, str]:
-        """The dtype chosen for each table (the controls' values), in config order."""
-        return {name: control.value for name, control in self._table_controls.items()}
+        """The dtype chosen for each table, in config order."""
+        return dict(self._chosen)
 
     def set_config(self, cfg: LargeEmbeddingsConfig) -> None:
         """Follow a new config: tables kept keep their dtype, new ones take the "all" choice."""
-        chosen = self.serving_dtype
+        kept = {name: d for name, d in self._chosen.items() if name in cfg.table_names}
         self._config = cfg
         default = None if self._all.value == OWN_DTYPE else self._all.value
-        keep = {t.name: chosen.get(t.name, default or t.data_type.value) for t in cfg.tables}
-        self._build_table_controls(keep)
+        self._syncing = True
+        try:
+            self._table.options = cfg.table_names
+        finally:
+            self._syncing = False
+        self._assign(default, keep=kept)
         self._update()
 
     # ------------------------------------------------------------------ wiring
-    def _build_table_controls(self, serving_dtype: str | Mapping[str, str] | None) -> None:
-        from embviz.serving import SERVING_DTYPES
+    def _assign(
+        self, dtype: str | Mapping[str, str] | None, keep: Mapping[str, str] | None = None
+    ) -> None:
+        """Set every table's choice (kept ones first); widths a dtype refuses keep their own."""
+        from embviz.serving import SERVING_WIDTH_MULTIPLE
 
-        controls = {}
+        keep = keep or {}
+        chosen, refused = {}, []
         for table in self._config.tables:
-            if isinstance(serving_dtype, str):
-                value = serving_dtype
-            elif isinstance(serving_dtype, Mapping):
-                value = serving_dtype.get(table.name, table.data_type.value)
+            own = table.data_type.value
+            if table.name in keep:
+                wanted = keep[table.name]
+            elif isinstance(dtype, Mapping):
+                wanted = dtype.get(table.name, own)
             else:
-                value = table.data_type.value
-            control = widgets.Dropdown(
-                description=table.name,
-                options=list(SERVING_DTYPES),
-                value=value,
-                style={"description_width": "140px"},
-                layout=widgets.Layout(width="240px"),
-            )
-            control.add_class("embviz-serving-dtype")
-            control.observe(self._guard(lambda _: self._update()), names="value")
-            controls[table.name] = control
-        self._table_controls = controls
-        self._table_box.children = tuple(controls.values())
+                wanted = dtype or own
+            if table.embedding_dim % SERVING_WIDTH_MULTIPLE[wanted]:
+                refused.append(table.name)
+                wanted = own
+            chosen[table.name] = wanted
+        self._chosen = chosen
+        self._refused = refused
+        self._show_table()
+
+    def _show_table(self) -> None:
+        """The dtype control shows the picked table's choice (without triggering an update)."""
+        name = self._table.value
+        if name is None or name not in self._chosen:
+            return
+        self._syncing = True
+        try:
+            self._dtype.value = self._chosen[name]
+        finally:
+            self._syncing = False
+        mark_invalid(self._dtype, "")
 
     def _on_all(self, change: dict) -> None:
-        self._bulk = True
+        self._assign(None if change["new"] == OWN_DTYPE else change["new"])
+        self._update()
+
+    def _on_dtype(self, change: dict) -> None:
+        if self._syncing or self._table.value is None:
+            return
+        from embviz.serving import ServingWidthError, serving_dtypes
+
+        name = self._table.value
+        trial = {**self._chosen, name: change["new"]}
         try:
-            for table in self._config.tables:
-                value = table.data_type.value if change["new"] == OWN_DTYPE else change["new"]
-                self._table_controls[table.name].value = value
-        finally:
-            self._bulk = False
+            serving_dtypes(self._config, trial)
+        except ServingWidthError as exc:
+            mark_invalid(self._dtype, str(exc))
+            self._fail(str(exc))
+            return
+        mark_invalid(self._dtype, "")
+        self._chosen = trial
+        self._refused = []
         self._update()
 
     def _on_unexpected(self, exc: BaseException) -> None:
@@ -220,30 +267,33 @@ class ServingPanel(widgets.VBox):
         self._status.value = message_html(self.error, ERROR_COLOR)
 
     def _update(self) -> None:
-        if self._bulk:
-            return
         from embviz.memory import memory_table
-        from embviz.serving import ServingWidthError, serving_fit
+        from embviz.serving import serving_fit
 
-        for control in self._table_controls.values():
-            mark_invalid(control, "")
         try:
             frame = memory_table(self._config, mode="inference", serving_dtype=self.serving_dtype)
             fit = serving_fit(frame, self._hosts.value, self._host_gib.value)
-        except ServingWidthError as exc:
-            mark_invalid(self._table_controls[exc.table], str(exc))
-            self._fail(str(exc))
-            return
         except EmbvizError as exc:
             self._fail(str(exc))
             return
         self.set_trait("frame", frame)
         self.set_trait("fit", fit)
         self.set_trait("error", "")
-        self._table_html.value = _frame_html(frame, self._quality)
+        self._table_html.value = _frame_html(frame, self._quality, self._max_tables)
         colour = OK_COLOR if fit.fits else ERROR_COLOR
         self._fit_html.value = message_html(fit.message, colour, "embviz-serving-fit")
-        self._status.value = ""
+        refused = getattr(self, "_refused", [])
+        self._status.value = (
+            message_html(
+                f"{self._all.value} refused by the width of {len(refused)} table(s), kept in "
+                f"their config dtype: {', '.join(refused[:10])}"
+                + (" ..." if len(refused) > 10 else ""),
+                WARN_COLOR,
+                "embviz-serving-warning",
+            )
+            if refused
+            else ""
+        )
 
     def _fail(self, message: str) -> None:
         self.set_trait("error", message)
@@ -258,11 +308,14 @@ _QUALITY_HEADERS = {
 }
 
 
-def _frame_html(frame: pd.DataFrame, quality: pd.DataFrame | None) -> str:
+def _frame_html(frame: pd.DataFrame, quality: pd.DataFrame | None, max_tables: int) -> str:
     """Bytes per table of a serving frame (and measured quality), with a total row."""
-    from embviz.memory import human_bytes, totals
+    import pandas as pd
+
+    from embviz.memory import human_bytes, largest_tables, totals
 
     sums = totals(frame)
+    frame = largest_tables(frame, max_tables)
     quality_head = (
         "".join(f"<th>{h}</th>" for h in _QUALITY_HEADERS.values()) if quality is not None else ""
     )
@@ -274,17 +327,23 @@ def _frame_html(frame: pd.DataFrame, quality: pd.DataFrame | None) -> str:
     rows = []
     for name, row in frame.iterrows():
         saved = int(row["unquantized_bytes"]) - int(row["total_bytes"])
+        grouped = pd.isna(row["serving_dtype"])  # the "(k others)" row
         cells = ""
         if quality is not None:
             for column in _QUALITY_HEADERS:
                 try:
                     value = float(quality.loc[(name, row["serving_dtype"]), column])
-                except KeyError:
+                except (KeyError, TypeError):
                     value = float("nan")
                 cells += f"<td>{'' if value != value else f'{value:.3g}'}</td>"
+        kind = (
+            "<td></td><td></td><td></td>"
+            if grouped
+            else f"<td>{row['data_type']}</td><td>{row['serving_dtype']}</td>"
+            f"<td>{int(row['row_bytes'])}</td>"
+        )
         rows.append(
-            f"<tr><td>{html.escape(str(name))}</td><td>{row['data_type']}</td>"
-            f"<td>{row['serving_dtype']}</td><td>{int(row['row_bytes'])}</td>"
+            f"<tr><td>{html.escape(str(name))}</td>{kind}"
             f"<td>{human_bytes(int(row['total_bytes']))}</td><td>{int(row['total_bytes']):,}</td>"
             f"<td>{human_bytes(int(row['unquantized_bytes']))}</td>"
             f"<td>{'-' if saved < 0 else ''}{human_bytes(abs(saved))}</td>{cells}</tr>"

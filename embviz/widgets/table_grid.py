@@ -81,7 +81,9 @@ class TableGrid(anywidget.AnyWidget):
         """
         changed = []
         for row in rows:
-            i = self._index[row["id"]]
+            i = self._index.get(row["id"])
+            if i is None:  # not sent yet: the next `set_rows` carries it
+                continue
             self.rows[i] = row
             changed.append(row)
         if changed:
