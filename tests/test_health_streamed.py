@@ -8,11 +8,10 @@ snapshot path must never be read whole.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
+import streamed_helpers
 import torch
 import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor, ShardMetadata
@@ -26,49 +25,9 @@ import embviz.snapshots
 import embviz.tablerows
 from embviz.norms.errors import RowIndexError
 
-BLOCK = 300  # bytes a block holds: a few rows of 16 fp32 values
-
-
-class _Holder(torch.nn.Module):
-    """A module whose state dict is one table ``user``."""
-
-    def __init__(self, weight):
-        super().__init__()
-        self.weight = weight
-
-    def state_dict(self, *args, **kwargs):
-        return {"embedding_bags.user.weight": self.weight}
-
-    def load_state_dict(self, *args, **kwargs):
-        pass
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Tiny blocks, every mapped range recorded, and no whole-table read allowed."""
-    mapped: list[int] = []
-    real_map = embviz.snapshot_reader._map
-
-    def spy_map(file, begin, length, dtype):
-        mapped.append(length)
-        return real_map(file, begin, length, dtype)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a snapshot table was read whole")
-
-    real_load = embviz.tablerows.load_table
-
-    def load_table(source, name):
-        if isinstance(source, str | os.PathLike):
-            refuse()
-        return real_load(source, name)
-
-    monkeypatch.setattr(embviz.snapshot_rows, "BLOCK_BYTES", BLOCK)
-    monkeypatch.setattr(embviz.snapshot_reader, "_map", spy_map)
-    monkeypatch.setattr(embviz.snapshot_reader, "read_into", refuse)
-    monkeypatch.setattr(embviz.snapshots, "read_table", refuse)
-    monkeypatch.setattr(embviz.tablerows, "load_table", load_table)
-    return mapped
+BLOCK = streamed_helpers.BLOCK
+_Holder = streamed_helpers.Holder
+small_blocks = streamed_helpers.small_blocks  # the fixture
 
 
 @pytest.fixture
