@@ -139,10 +139,11 @@ def write_report(
 
     if (gpus is None) != (hbm_gib is None):
         raise ReportError("gpus and hbm_gib go together: give both or neither")
+    latest = None
     if snapshot is not None:  # a wrong path fails before anything is written
         from embviz.snapshots import resolve_snapshot
 
-        snapshot = resolve_snapshot(snapshot)
+        latest = resolve_snapshot(snapshot)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,7 @@ def write_report(
     if compare is not None:
         sections.append(_compare_html(compare, cfg, optimizer_state, mode, compare_source))
     if snapshot is not None:
-        sections.append(_projection_html(cfg, snapshot, save))
+        sections.append(_projection_html(cfg, latest, save))
         sections.append(_health_section(cfg, snapshot, save))
 
     heading = html.escape(title)
