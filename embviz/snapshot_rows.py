@@ -9,10 +9,11 @@ through this handle instead of `embviz.read_table`. It answers what they ask of 
   (`embviz.iter_table_blocks`, memory-mapped);
 - `SnapshotTable.norms`: every row's L2 norm (float32, 4 bytes a row, what `embviz.row_norms`
   gives on the gathered table), streamed over those blocks;
-- `SnapshotTable.gather` (and ``index_select``, ``table[rows]``, ``table[a:b]``): given rows in
-  any order, read window by window, each window at most ``max_bytes`` of the file and starting
-  at the next wanted row, so a sparse sample maps only the pages that hold it. Column-wise
-  shards are gathered shard by shard, never put side by side first.
+- `SnapshotTable.gather` (and ``index_select``, ``table[rows]``): given rows in any order, read
+  window by window, each window at most ``max_bytes`` of the file and starting at the next
+  wanted row, so a sparse sample maps only the pages that hold it. Column-wise shards are
+  gathered shard by shard, never put side by side first;
+- `SnapshotTable.row_range` (``table[a:b]``): a range of rows, in the same windows.
 
 Every read goes through the checked reader (`embviz.snapshot_reader`): manifest, locations,
 byte counts and failed reads raise `SnapshotError` naming the file.
@@ -121,7 +122,7 @@ class SnapshotTable:
             start, stop, step = key.indices(rows)
             if step != 1:
                 return self.gather(torch.arange(start, stop, step))
-            return self.gather(torch.arange(start, max(start, stop)))
+            return self.row_range(start, max(start, stop))
         if isinstance(key, int | np.integer) and not isinstance(key, bool):
             row = int(key) + (rows if key < 0 else 0)
             return self.gather(torch.tensor([row]))[0]
@@ -150,6 +151,40 @@ class SnapshotTable:
             _piece_norms(out[r0 : r0 + block.shape[0]], block, None, MEMORY_BUDGET_BYTES)
             del block
         return out
+
+    def row_range(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)``, read in windows of at most ``max_bytes``.
+
+        A range inside one window of one stored piece is that window itself (a private memory
+        map of the file for local snapshots: writing to it never changes the file); a longer
+        one is copied window by window into a new tensor.
+        """
+        plan = self._plan
+        rows, cols = plan.shape
+        if not 0 <= start <= stop <= rows:
+            raise RowIndexError(
+                f"rows {start} to {stop} are out of range: table {self.name!r} has {rows:,} rows"
+            )
+        step = max(1, self.max_bytes // max(1, cols * plan.itemsize))
+        reader = _Reader(plan)
+        out = None
+        for lo, hi, band in _bands(plan.pieces, rows):
+            a, b = max(lo, start), min(hi, stop)
+            if a >= b:
+                continue
+            if out is None and len(band) == 1 and (a, b) == (start, stop) and b - a <= step:
+                p = band[0]
+                return reader.rows(p, a - p.offsets[0], b - p.offsets[0])
+            if out is None:
+                out = torch.empty((stop - start, cols), dtype=self.dtype)
+            for r0 in range(a, b, step):
+                r1 = min(b, r0 + step)
+                for p in band:
+                    part = reader.rows(p, r0 - p.offsets[0], r1 - p.offsets[0])
+                    c0, c1 = p.offsets[1], p.offsets[1] + p.sizes[1]
+                    out[r0 - start : r1 - start, c0:c1] = part
+                    del part
+        return torch.empty((0, cols), dtype=self.dtype) if out is None else out
 
     def gather(self, index: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Rows ``index`` (int ids, any order, repeats allowed) as a new CPU tensor.

@@ -123,6 +123,10 @@ def test_snapshot_table_gathers_rows_in_any_order(run, small_blocks):
     ids = torch.tensor([2999, 5, 5, 1234, 0, 77, 2048])
     assert torch.equal(table.gather(ids), run["weight"][ids])
     assert torch.equal(table[10:1500], run["weight"][10:1500])
+    assert torch.equal(table[10:12], run["weight"][10:12])  # one window: a view of the map
+    assert table[5:5].shape == (0, 16)
+    with pytest.raises(RowIndexError, match="out of range"):
+        table.row_range(10, 3001)
     assert torch.equal(table[-1], run["weight"][-1])
     assert torch.equal(table.gather(ids, dtype=torch.float64), run["weight"][ids].double())
     assert torch.equal(table.norms(), embviz.row_norms(run["weight"]))
@@ -166,6 +170,7 @@ def test_sharded_snapshots_gather_shard_by_shard(tmp_path, process_group, small_
     table = embviz.SnapshotTable(tmp_path / layout, "user")
     ids = torch.tensor([39, 0, 14, 15, 16, 3, 3])
     assert torch.equal(table.gather(ids), full[ids])
+    assert torch.equal(table[2:37], full[2:37])
     assert torch.equal(table.norms(), embviz.row_norms(full))
     pd.testing.assert_frame_equal(
         embviz.health(tmp_path / layout, sample=20, progress=False),
