@@ -243,7 +243,7 @@ def test_norm_stats_streamed_match_the_gathered_table(tmp_path, small_blocks):
     assert sampled.equals(expected)
     # The histogram streams too: its counts add up to the rows.
     histogram = embviz.norm_histogram(path, bins=7, progress=False)
-    assert int(histogram["count"].sum()) == 5000
+    assert int(histogram.frame["count"].sum()) == 5000
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
