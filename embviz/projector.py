@@ -243,7 +243,10 @@ class Projector:
             other = _weight(against, table, what="against")
             frame["drift"] = procrustes_distance(self._weight, other, shown)
         elif isinstance(color, pd.Series):
-            frame[color_name] = color.reindex(shown).to_numpy()
+            picked = color.reindex(shown)
+            # A categorical Series stays categorical (community ids are labels, not a scale).
+            categorical = isinstance(picked.dtype, pd.CategoricalDtype)
+            frame[color_name] = picked.array if categorical else picked.to_numpy()
         self.color = color_name
         self._positions = np.empty(0, dtype=np.int64)
         self._listeners: list[Any] = []

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import embviz
-from embviz.norms.projection import ProjectorError, project, stratified_sample
+from embviz.norms.projection import ProjectorError, color_values, project, stratified_sample
 from embviz.projector import Projector
 
 SCALES = torch.tensor([6.0, 3.0, 2.0, 1.0, 0.7, 0.5, 0.3, 0.2])
@@ -210,6 +210,13 @@ def test_colour_choices_and_their_errors():
     assert (
         Projector(weight, color=label).frame["cluster"].tolist() == (np.arange(2000) % 3).tolist()
     )
+    # Integer labels given as categories stay categories: a legend of labels, not a colour scale.
+    community = pd.Series(np.arange(2_000) % 4, name="community").astype("category")
+    frame = Projector(weight, color=community).frame
+    assert isinstance(frame["community"].dtype, pd.CategoricalDtype)
+    assert frame["community"].astype(int).tolist() == (np.arange(2000) % 4).tolist()
+    values, title, clip = color_values(frame, "community")
+    assert title == "community" and clip is None and isinstance(values.dtype, pd.CategoricalDtype)
     with pytest.raises(ProjectorError, match="color='count' needs counts="):
         Projector(weight, color="count")
     with pytest.raises(ProjectorError, match="color='drift' needs against="):
@@ -223,7 +230,7 @@ def test_colour_choices_and_their_errors():
 
 
 def test_norm_colour_is_log_scaled_and_clipped_at_quantiles():
-    from embviz.norms.projection import COLOR_CLIP, color_values
+    from embviz.norms.projection import COLOR_CLIP
 
     weight = _planted(10_000)
     weight[0] *= 10**4
