@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+import embviz.norms.streaming
 import embviz.snapshot_reader
 import embviz.snapshot_rows
 import embviz.snapshots
@@ -50,6 +51,7 @@ def small_blocks(monkeypatch):
         return real_load(source, name)
 
     monkeypatch.setattr(embviz.snapshot_rows, "BLOCK_BYTES", BLOCK)
+    monkeypatch.setattr(embviz.norms.streaming, "BLOCK_BYTES", BLOCK)  # norm_stats' blocks
     monkeypatch.setattr(embviz.snapshot_reader, "_map", spy_map)
     monkeypatch.setattr(embviz.snapshot_reader, "read_into", refuse)
     monkeypatch.setattr(embviz.snapshots, "read_table", refuse)

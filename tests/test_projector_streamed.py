@@ -53,3 +53,21 @@ def test_project_takes_a_snapshot_table(pair, small_blocks):
     pd.testing.assert_frame_equal(found, embviz.nearest(after, 17, k=4, metric="l2").frame)
     with pytest.raises(embviz.UnknownTableError, match="nothing"):
         embviz.Projector(now, "nothing", progress=False)
+
+
+def test_norms_panel_over_a_snapshot_never_reads_it_whole(pair, small_blocks):
+    from embviz.widgets import NormsPanel
+
+    now, _, after, _ = pair
+    panel = NormsPanel(str(now))
+    panel.outputs["tabs"].selected_index = 2  # the projection
+    expected = embviz.Projector(after, max_points=panel._projection_rows, progress=False)
+    pd.testing.assert_frame_equal(
+        panel.data["projection"], expected.frame, check_exact=False, rtol=1e-6
+    )
+    panel.controls["query"].value = "17"
+    panel.controls["find"].click()
+    pd.testing.assert_frame_equal(
+        panel.data["neighbours"], embviz.nearest(after, 17).frame, check_exact=False, rtol=1e-6
+    )
+    assert panel.error == "" and max(small_blocks) <= BLOCK

@@ -29,7 +29,6 @@ from embviz.widgets._common import (
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
 
 __all__ = ["NormsPanel"]
 
@@ -108,10 +107,20 @@ class _Source:
             return self.module
         return self.paths[self.steps[-1] if step is None else step] if self.steps else self.paths[0]
 
-    def weight(self, table: str, step: int | None) -> torch.Tensor:
-        """One table's weight at ``step`` (read from the snapshot, or the live parameter)."""
-        from embviz.norms import load_table
+    def weight(self, table: str, step: int | None) -> Any:
+        """One table's weight at ``step``: the live parameter, or a snapshot's `SnapshotTable`.
 
+        A snapshot's table is read block by block by the projector and `nearest`, never whole.
+        """
+        from embviz.norms import load_table
+        from embviz.snapshot_rows import SnapshotTable
+
+        if self.module is None:
+            if table not in self.tables:
+                from embviz.errors import UnknownTableError
+
+                raise UnknownTableError([table], self.tables)
+            return SnapshotTable(self.at(step), table)
         return load_table(self.at(step), table)
 
     def describe(self) -> str:
