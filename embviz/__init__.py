@@ -59,6 +59,7 @@ __all__ = [
     "ShardError",
     "ShardedBuild",
     "SnapshotError",
+    "SnapshotTable",
     "UnknownEntityError",
     "UnknownTableError",
     "VocabError",

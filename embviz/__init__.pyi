@@ -106,6 +106,7 @@ from .serving import serving_row_bytes as serving_row_bytes
 from .serving import serving_table_bytes as serving_table_bytes
 from .snapshot_reader import iter_table_blocks as iter_table_blocks
 from .snapshot_reader import iter_table_pieces as iter_table_pieces
+from .snapshot_rows import SnapshotTable as SnapshotTable
 from .snapshots import SnapshotError as SnapshotError
 from .snapshots import checkpoints as checkpoints
 from .snapshots import read_table as read_table

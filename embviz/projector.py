@@ -28,11 +28,16 @@ __all__ = ["Projector", "ProjectorError", "procrustes_distance"]
 _BLOCK_BYTES = 32 * 2**20
 
 
-def _weight(source: Any, table: str | None, what: str = "source") -> torch.Tensor:
-    """The 2-D weight a projector shows: a table of a source, or a tensor given directly."""
+def _weight(source: Any, table: str | None, what: str = "source") -> Any:
+    """The 2-D weight a projector shows: a table of a source, or a tensor given directly.
+
+    A snapshot path gives an `embviz.SnapshotTable` (read block by block, never whole).
+    """
     import torch
 
-    if isinstance(source, torch.Tensor):
+    from embviz.snapshot_rows import SnapshotTable, is_snapshot_path
+
+    if isinstance(source, torch.Tensor | SnapshotTable):
         if table is not None:
             raise ProjectorError(f"{what}: a tensor is one table; leave table=None")
         weight = source
@@ -47,8 +52,23 @@ def _weight(source: Any, table: str | None, what: str = "source") -> torch.Tenso
                     f"({', '.join(names[:20])})"
                 )
             table = names[0]
-        weight = load_table(source, table)
+        if is_snapshot_path(source):
+            known = table_names(source)
+            if table not in known:
+                from embviz.errors import UnknownTableError
+
+                raise UnknownTableError([table], known)
+            weight = SnapshotTable(source, table)
+        else:
+            weight = load_table(source, table)
     weight = getattr(weight, "weight", weight)
+    if isinstance(weight, SnapshotTable):
+        if not weight.dtype.is_floating_point:
+            raise ProjectorError(
+                f"{what}: the table must be a 2-D float tensor, got {tuple(weight.shape)} "
+                f"{weight.dtype}"
+            )
+        return weight
     if not isinstance(weight, torch.Tensor) or weight.layout != torch.strided:
         raise ProjectorError(
             f"{what}: the table must be a dense 2-D tensor (gather a sharded table first, e.g. "
@@ -122,8 +142,10 @@ class Projector:
 
     Parameters
     ----------
-    source : module, state dict, snapshot path, or torch.Tensor
-        What `embviz.norm_stats` takes, or a 2-D tensor (then ``table`` stays None).
+    source : module, state dict, snapshot path, torch.Tensor or SnapshotTable
+        What `embviz.norm_stats` takes, or a 2-D tensor (then ``table`` stays None). A snapshot
+        path is never read whole (`embviz.SnapshotTable`): the PCA pass and the norms stream
+        its blocks, the shown rows (and a clicked row's neighbour scan) read it block by block.
     table : str, optional
         The table's name; may be left out when the source holds one table.
     vocab : path, Series, DataFrame or mapping, optional

@@ -73,9 +73,20 @@ def _positive_int(argument: str, value: object) -> int:
     return int(value)
 
 
-def _as_weight(weight: Any) -> torch.Tensor:
-    """A plain 2-D floating-point tensor from a tensor, an array, or a module with ``.weight``."""
+def _as_weight(weight: Any) -> Any:
+    """A plain 2-D floating-point tensor from a tensor, an array, or a module with ``.weight``.
+
+    An `embviz.SnapshotTable` is checked and kept: its rows are gathered as they are needed.
+    """
+    from embviz.snapshot_rows import SnapshotTable
+
     weight = getattr(weight, "weight", weight)
+    if isinstance(weight, SnapshotTable):
+        if not weight.dtype.is_floating_point:
+            raise _argument_error("weight", f"dtype {weight.dtype} is not a floating-point type")
+        if weight.shape[0] == 0 or weight.shape[1] == 0:
+            raise _argument_error("weight", f"has no values (shape {tuple(weight.shape)})")
+        return weight
     if isinstance(weight, np.ndarray):
         weight = torch.from_numpy(weight)
     kind = type(weight).__name__
@@ -210,10 +221,12 @@ def quantization_error(
 
     Parameters
     ----------
-    weight : torch.Tensor, numpy.ndarray or module with ``.weight``
+    weight : torch.Tensor, numpy.ndarray, module with ``.weight``, or `embviz.SnapshotTable`
         The trained table (rows x dim, fp32 or fp16, any device), e.g.
-        ``embviz.load_table(source, name)`` for a snapshot path, a state dict or a live
-        collection. Sharded tables must be gathered first.
+        ``embviz.load_table(source, name)`` for a state dict or a live collection, or
+        ``embviz.SnapshotTable(path, name)`` for a table in a snapshot: then only the rows
+        compared, the queries and the bags are read, in windows of rows, never the whole table.
+        Sharded tables must be gathered first (a snapshot's are read shard by shard).
     dtype : {"fp32", "fp16", "int8", "int4", "int2"}
         The serving dtype.
     k : int
@@ -454,7 +467,8 @@ def quantization_error_table(
     ----------
     source : module, state dict or str
         A live collection (or a model holding one), a state dict, or the path of a
-        torchsnapshot: whatever `embviz.load_table` reads. Each table is read once.
+        torchsnapshot: whatever `embviz.load_table` reads. A snapshot's tables are read as
+        `embviz.SnapshotTable` handles: only the rows each measure needs, block by block.
     dtypes : str or iterable of str
         Serving dtypes (`embviz.serving.SERVING_DTYPES`).
     tables : str or iterable of str, optional
@@ -480,6 +494,7 @@ def quantization_error_table(
     from tqdm.auto import tqdm
 
     from embviz.norms import load_table, table_names
+    from embviz.snapshot_rows import SnapshotTable, is_snapshot_path
 
     chosen_dtypes = [
         _as_dtype(d, "dtypes") for d in ([dtypes] if isinstance(dtypes, str) else dtypes)
@@ -492,9 +507,17 @@ def quantization_error_table(
         if tables is None
         else ([tables] if isinstance(tables, str) else list(tables))
     )
+    known = table_names(source) if is_snapshot_path(source) else None
     records: dict[tuple[str, str], dict[str, Any]] = {}
     for name in tqdm(names, desc="quantization error", unit="table", disable=not progress):
-        weight = load_table(source, name)
+        if known is not None:
+            if name not in known:
+                from embviz.errors import UnknownTableError
+
+                raise UnknownTableError([name], known)
+            weight = SnapshotTable(source, name)
+        else:
+            weight = load_table(source, name)
         for dtype in chosen_dtypes:
             try:
                 result = _quantization_error(

@@ -16,6 +16,9 @@ same rows in both checkpoints) in float64. Neighbours are searched exactly (brut
 the sample, from ``queries`` query rows (1,000 by default) drawn uniformly among the sampled rows
 with a non-zero norm in both; rows of norm 0 have no cosine and are left out. `row_drift` gives
 the per-row values for plots; `neighbour_purity` measures whether neighbours share a label.
+
+Snapshot paths (and `embviz.SnapshotTable` handles) are never read whole: only the sampled rows
+are gathered, block by block, straight into float64: the same rows and values as in memory.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ against the full table's float64 SVD, over 5 seeds on: the demo's 424,241 x 4 ``
 and 1,000,000 x 64 tables with a decaying spectrum, rank 8 plus noise, and Zipf row norms
 (``benchmarks/bench_health.py --accuracy`` reruns this). The row statistics (``dim_spread``,
 ``unchanged_share``) use the same weighted rows.
+
+A snapshot path is never read whole (`embviz.SnapshotTable`): the row norms the sample needs are
+streamed (4 bytes a row), then the sampled rows (and the same rows of ``initial``) are gathered
+block by block, giving the same sample and the same sums as the table in memory.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from embviz.tablerows import (
     choose_tables,
     counts_for,
     health_rows,
+    take_rows,
 )
 
 if TYPE_CHECKING:
@@ -113,9 +118,8 @@ class _Summary:
         self.small: torch.Tensor | None = None  # sqrt(weight) * rows when fewer rows than dim
 
 
-def _summarise(
-    weight: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, initial: torch.Tensor | None
-) -> _Summary:
+def _summarise(weight: Any, index: torch.Tensor, weights: torch.Tensor, initial: Any) -> _Summary:
+    """Weighted sums over rows ``index`` of a tensor or a `SnapshotTable` (gathered in blocks)."""
     cols = int(weight.shape[1])
     out = _Summary(cols)
     keep_rows = int(index.numel()) < cols
@@ -123,10 +127,10 @@ def _summarise(
     with torch.no_grad():
         for start, end in blocks(index, cols):
             ids, w = index[start:end], weights[start:end]
-            raw = weight.index_select(0, ids.to(weight.device))
+            raw = take_rows(weight, ids)
             x = raw.to(device="cpu", dtype=torch.float64)
             if initial is not None:
-                ini = initial.index_select(0, ids.to(initial.device)).to(raw.device, raw.dtype)
+                ini = take_rows(initial, ids).to(raw.device, raw.dtype)
                 out.unchanged += float((torch.eq(raw, ini).all(dim=1).cpu() * w).sum())
             norms = torch.linalg.vector_norm(x, dim=1)
             out.norms.append(norms)
@@ -206,11 +210,11 @@ def _smaller_dim(
 
 
 def _describe(
-    weight: torch.Tensor,
+    weight: Any,
     name: str,
     sample: int | None,
     seed: int,
-    initial: torch.Tensor | None,
+    initial: Any,
     counts: pd.Series | None,
     config: LargeEmbeddingsConfig | None,
 ) -> tuple[dict[str, Any], np.ndarray]:

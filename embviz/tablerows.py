@@ -8,7 +8,9 @@ and drift statistics are of the *whole* table, so this module resolves a source 
 - a ``ShardedTensor`` whose local shards cover every element (one process holds all of it, e.g.
   world size 1) is put together from them;
 - any other sharded table is refused with a message that says how to get the whole table: save a
-  snapshot from every rank (`embviz.save_snapshot`) and pass its path, which reads whole tables.
+  snapshot from every rank (`embviz.save_snapshot`) and pass its path, which reads whole tables;
+- a snapshot path gives `embviz.SnapshotTable` handles: the table is never read whole, only its
+  row norms are streamed (4 bytes a row) and the rows asked for gathered block by block.
 
 Rows are copied in blocks of at most `BLOCK_BYTES` (in float64), so a sample of any size costs its
 own float64 copy and no more.
@@ -25,6 +27,7 @@ import torch
 
 from embviz.errors import ArgumentError, EmbvizError, UnknownTableError
 from embviz.norms import load_table, sample_rows, table_names
+from embviz.snapshot_rows import SnapshotTable, is_snapshot_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +43,7 @@ __all__ = [
     "health_rows",
     "sample_size",
     "sampled_rows",
+    "take_rows",
     "whole_table",
 ]
 
@@ -64,10 +68,15 @@ class Tables:
         self.argument = argument
         self.names = table_names(source)
 
-    def load(self, name: str) -> torch.Tensor:
-        """The whole table ``name`` as a 2-D floating-point tensor (see the module docstring)."""
+    def load(self, name: str) -> torch.Tensor | SnapshotTable:
+        """The whole table ``name`` (a 2-D float tensor; a `SnapshotTable` for a snapshot path).
+
+        A `SnapshotTable` is read block by block (see the module docstring).
+        """
         if name not in self.names:
             raise UnknownTableError([name], self.names)
+        if is_snapshot_path(self.source):
+            return whole_table(SnapshotTable(self.source, name), name)
         return whole_table(load_table(self.source, name), name)
 
 
@@ -92,8 +101,13 @@ def _sharded_type() -> type | None:
     return ShardedTensor
 
 
-def whole_table(weight: Any, name: str) -> torch.Tensor:
-    """``weight`` as one 2-D float tensor of every row, or `HealthError` saying how to get one."""
+def whole_table(weight: Any, name: str) -> Any:
+    """``weight`` as one 2-D float tensor of every row, or `HealthError` saying how to get one.
+
+    A `SnapshotTable` is checked (floating point, not empty) and returned as it is.
+    """
+    if isinstance(weight, SnapshotTable):
+        return _checked(weight, name)
     sharded = _sharded_type()
     if sharded is not None and isinstance(weight, sharded):
         rows, cols = (int(s) for s in weight.size())
@@ -119,6 +133,11 @@ def whole_table(weight: Any, name: str) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise HealthError(f"table {name!r}: expected a 2-D tensor (rows x dim), got {shape}")
+    return _checked(weight, name).detach()
+
+
+def _checked(weight: Any, name: str) -> Any:
+    """``weight`` (2-D) if floating point and not empty, else `HealthError`."""
     if weight.dtype not in _FLOAT_DTYPES:
         raise HealthError(
             f"table {name!r}: expected a floating-point table (fp32, fp16, bf16 or fp64), "
@@ -126,7 +145,7 @@ def whole_table(weight: Any, name: str) -> torch.Tensor:
         )
     if weight.shape[0] == 0 or weight.shape[1] == 0:
         raise HealthError(f"table {name!r} is empty ({weight.shape[0]} x {weight.shape[1]})")
-    return weight.detach()
+    return weight
 
 
 def sample_size(sample: Any, rows: int) -> int:
@@ -151,7 +170,7 @@ HEAVY_SHARE = 0.25
 
 
 def health_rows(
-    weight: torch.Tensor, sample: Any, seed: int
+    weight: torch.Tensor | SnapshotTable, sample: Any, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Rows and weights for the statistics of a whole table: ``(index, weights, norms)``.
 
@@ -160,7 +179,9 @@ def health_rows(
     norms, exactly (weight 1), and the rest drawn uniformly from the other rows, each standing for
     ``others / drawn`` rows. A weighted sum over these rows is an unbiased estimate of the sum
     over the table, and the rows that dominate a popularity-skewed table's spectrum are never
-    missed. ``norms`` holds every row's norm (`embviz.row_norms`) in that case, else None.
+    missed. ``norms`` holds every row's norm (`embviz.row_norms`) in that case, else None; a
+    `SnapshotTable`'s are streamed (`SnapshotTable.norms`, the same values), so the same rows
+    are chosen as from the table in memory.
     """
     from embviz.norms import row_norms
 
@@ -168,7 +189,7 @@ def health_rows(
     n = sample_size(sample, rows)
     if n >= rows:
         return torch.arange(rows, dtype=torch.int64), torch.ones(rows, dtype=torch.float64), None
-    norms = row_norms(weight).cpu()
+    norms = weight.norms() if isinstance(weight, SnapshotTable) else row_norms(weight).cpu()
     heavy_n = int(n * HEAVY_SHARE)
     heavy = torch.topk(norms, heavy_n, sorted=False).indices if heavy_n else norms[:0].long()
     keep = torch.ones(rows, dtype=torch.bool)
@@ -192,8 +213,20 @@ def blocks(index: torch.Tensor, cols: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + step, int(index.numel()))
 
 
-def float_rows(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` of ``weight`` as a float64 CPU tensor (copied block by block)."""
+def take_rows(weight: torch.Tensor | SnapshotTable, ids: torch.Tensor) -> torch.Tensor:
+    """Rows ``ids`` of a tensor (on its device) or of a `SnapshotTable` (gathered, CPU)."""
+    if isinstance(weight, SnapshotTable):
+        return weight.gather(ids)
+    return weight.index_select(0, ids.to(weight.device))
+
+
+def float_rows(weight: torch.Tensor | SnapshotTable, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of ``weight`` as a float64 CPU tensor (copied block by block).
+
+    A `SnapshotTable`'s rows are gathered window by window straight into float64.
+    """
+    if isinstance(weight, SnapshotTable):
+        return weight.gather(index, dtype=torch.float64)
     out = torch.empty((int(index.numel()), int(weight.shape[1])), dtype=torch.float64)
     with torch.no_grad():
         for start, end in blocks(index, int(weight.shape[1])):

@@ -285,7 +285,7 @@ def section_row_norms(device: Any, rows: int) -> pd.DataFrame:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from bench_norms import row_norm_throughput
 
-    frame = row_norm_throughput(device, rows=rows, dim=64)
+    frame = row_norm_throughput(device, rows=rows, dim=64, fallback=False)
     copy = frame[frame["op"] == "copy"].set_index("dtype")["gb_per_s"]
     frame["vs_copy"] = frame["gb_per_s"] / frame["dtype"].map(copy)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

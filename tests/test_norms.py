@@ -229,6 +229,29 @@ def test_backend_argument_and_its_errors():
         row_norms(weight, backend="c")
 
 
+def test_native_kernel_checks_its_arguments():
+    if not native_available():
+        pytest.skip("numba is not installed")
+    from embviz.norms.kernel import native_row_norms
+
+    weight = _table(100, 8, torch.float16)
+    out = torch.empty(100)
+    native_row_norms(weight, out)
+    assert_accurate(out, weight)
+    bad = [
+        (weight.float().double(), out, "dtype torch.float64"),
+        (weight[:, ::2], torch.empty(100), "unit column stride"),
+        (weight[0], out, "dense 2-D CPU tensor"),
+        (weight, torch.empty(99), "100 entries"),
+        (weight, torch.empty(100, dtype=torch.float64), "float32"),
+        (weight, torch.empty(200)[::2], "contiguous"),
+        ("w", out, "two tensors"),
+    ]
+    for x, result, message in bad:
+        with pytest.raises(NormError, match=message):
+            native_row_norms(x, result)
+
+
 def test_without_numba_torch_ops_take_over():
     code = (
         "import sys\n"

@@ -1,4 +1,4 @@
-"""Row norms of embedding tables: exact, fast, bounded in memory, and over training steps.
+"""Row norms of embedding tables: accurate, fast, bounded in memory, and over training steps.
 
 the-algorithm-ml's ``log_ebc_norms`` (``common/log_weights.py``) logs one number per table and
 rank: the mean L2 norm of up to 4,000,000 rows picked with ``torch.randperm`` over all rows,
@@ -10,7 +10,8 @@ checkpoints (`norm_history`), and a look at the rows themselves (`nearest`, `pro
 One job per module:
 
 - `embviz.norms.layout`: the local rows of a table (a tensor, a ShardedTensor, local shards);
-- `embviz.norms.kernel`: the native CPU kernel and backend selection (`row_norm_backend`);
+- `embviz.norms.kernel`: backend selection (`row_norm_backend`) and the checked entry point of
+  the numba kernel, `embviz.norms.jit` (float64 sums per row, compiled in memory on first use);
 - `embviz.norms.rownorms`: `row_norms`, bounded in memory (`MEMORY_BUDGET_BYTES`);
 - `embviz.norms.sampling`: `sample_rows`, `exact_quantiles`;
 - `embviz.norms.sources`: tables of a module, a state dict or a snapshot path (`table_names`,

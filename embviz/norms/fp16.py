@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from embviz.norms.errors import EmptyTableError, check_positive_int
+from embviz.norms.errors import EmptyTableError, NormError, check_positive_int
 from embviz.norms.layout import as_table, table_layout
 from embviz.norms.rownorms import MEMORY_BUDGET_BYTES
 from embviz.norms.sources import choose_tables, open_source
@@ -26,8 +26,10 @@ def fp16_error(weight: Any, pairs: int = 10_000, seed: int = 0) -> pd.Series:
 
     Parameters
     ----------
-    weight : torch.Tensor or module with ``.weight``
-        The table as trained (fp32; an fp16 table has nothing left to lose and gives zeros).
+    weight : torch.Tensor, module with ``.weight``, or `embviz.SnapshotTable`
+        The table as trained (fp32; an fp16 table has nothing left to lose and gives zeros). A
+        `SnapshotTable` is read in windows of rows, the sampled pairs gathered block by block:
+        never the whole table in memory.
     pairs : int
         Random row pairs ``(i, j)``, ``i != j``, whose cosine similarity is compared.
     seed : int
@@ -46,7 +48,15 @@ def fp16_error(weight: Any, pairs: int = 10_000, seed: int = 0) -> pd.Series:
     """
     import pandas as pd
 
-    weight = as_table(weight)
+    from embviz.snapshot_rows import SnapshotTable
+
+    if isinstance(weight, SnapshotTable):
+        if weight.shape[0] == 0:
+            raise EmptyTableError(f"table {weight.name!r} has no rows")
+        if not weight.dtype.is_floating_point:
+            raise NormError(f"table {weight.name!r}: {weight.dtype} is not a floating-point type")
+    else:
+        weight = as_table(weight)
     pairs = check_positive_int("pairs", pairs)
     rows, cols = int(weight.shape[0]), int(weight.shape[1])
     chunk = max(1, (MEMORY_BUDGET_BYTES // 8) // max(1, cols * 8))
@@ -113,16 +123,29 @@ def fp16_error_table(
     config: LargeEmbeddingsConfig | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """`fp16_error` of each table of a source (module, state dict or snapshot), by table."""
+    """`fp16_error` of each table of a source (module, state dict or snapshot), by table.
+
+    A snapshot path's tables are read as `embviz.SnapshotTable` handles (in windows of rows,
+    never whole).
+    """
     import pandas as pd
     from tqdm.auto import tqdm
+
+    from embviz.snapshot_rows import SnapshotTable
 
     src = open_source(source)
     chosen = choose_tables(src, tables, config)
     records = {}
     for name in tqdm(chosen, desc="fp16 error", unit="table", disable=not progress):
-        weight = src.load(name)
-        if table_layout(weight, f"table {name!r}").rows == 0:
+        if src.path is not None:
+            weight = SnapshotTable(src.path, name)
+        else:
+            weight = src.load(name)
+        if isinstance(weight, SnapshotTable):
+            rows = int(weight.shape[0])
+        else:
+            rows = table_layout(weight, f"table {name!r}").rows
+        if rows == 0:
             raise EmptyTableError(f"table {name!r} has no rows")
         records[name] = fp16_error(weight, pairs=pairs, seed=seed)
     frame = pd.DataFrame.from_dict(records, orient="index").infer_objects()

@@ -13,6 +13,11 @@ boundary. The one fast-math flag is therefore ``reassoc`` on the row loop (so LL
 the float64 sum with the machine's lanes); no ``nnan``/``ninf``/``contract``: inf and NaN
 propagate as in torch.
 
+Each row also asks the CPU to prefetch the row about 2 KiB ahead (``llvm.prefetch``, every 64-byte
+line of it): on its own the hardware prefetcher fell behind on 256-byte rows (about 47 ns a row
+against 28 for ``torch.sum`` over the same bytes, one thread), with it the kernel reads at the
+speed of ``torch.sum``.
+
 fp16 is widened by LLVM's ``fpext half -> double`` (F16C or AVX512-FP16 instructions where the
 CPU has them), bf16 by shifting its 16 bits into the high half of a float32
 (``uint16 << 16``), exactly what a bf16 value is. Both arrive here as int16 views of the tensor.
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["KERNELS"]
@@ -59,6 +65,29 @@ def _bf16_to_float64(typingctx: Any, bits: Any) -> Any:
     return types.float64(bits), codegen
 
 
+@intrinsic
+def _prefetch(typingctx: Any, array: Any, row: Any, col: Any) -> Any:
+    """Ask the CPU to bring ``array[row, col]``'s cache line in (a hint: it never faults)."""
+    if not isinstance(array, types.Array) or array.ndim != 2:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        arytype = signature.args[0]
+        ary = context.make_array(arytype)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(
+            context, builder, arytype, ary, [args[1], args[2]], wraparound=False
+        )
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read (0), high temporal locality (3), data cache (1)
+        flags = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        builder.call(fn, [builder.bitcast(ptr, i8p), *flags])
+        return context.get_dummy_value()
+
+    return types.none(array, types.intp, types.intp), codegen
+
+
 @njit(cache=False, inline="always")
 def _fp32_to_float64(value: Any) -> float:
     return np.float64(value)
@@ -70,7 +99,12 @@ def _kernels(widen: Any) -> tuple[Any, Any]:
     @njit(cache=False, fastmath={"reassoc"}, boundscheck=False, nogil=True)
     def norms(x: Any, out: Any, lo: int, hi: int) -> None:
         cols = x.shape[1]
+        line = max(1, 64 // x.itemsize)  # values per 64-byte cache line
+        ahead = max(1, 2048 // max(1, cols * x.itemsize))  # rows in about 2 KiB
         for i in range(lo, hi):
+            if i + ahead < hi:
+                for j in range(0, cols, line):
+                    _prefetch(x, i + ahead, j)
             total = 0.0
             for j in range(cols):
                 v = widen(x[i, j])

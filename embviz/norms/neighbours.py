@@ -66,8 +66,9 @@ def nearest(
 
     Parameters
     ----------
-    table : torch.Tensor or module with ``.weight``
-        The table (rows x dim), any float dtype and device; compared in float32.
+    table : torch.Tensor, module with ``.weight``, or `embviz.SnapshotTable`
+        The table (rows x dim), any float dtype and device; compared in float32. A
+        `SnapshotTable` is scanned in windows of rows, never held whole.
     row_or_entity_id : int
         A row index, or with ``vocab`` an entity id.
     k : int
@@ -98,7 +99,9 @@ def nearest(
     """
     import pandas as pd
 
-    weight = as_table(table)
+    from embviz.snapshot_rows import SnapshotTable
+
+    weight = table if isinstance(table, SnapshotTable) else as_table(table)
     rows, cols = int(weight.shape[0]), int(weight.shape[1])
     if metric not in ("cosine", "l2"):
         raise NormError(f"metric must be 'cosine' or 'l2', got {metric!r}")
@@ -156,7 +159,10 @@ def nearest(
             usable = int(torch.isfinite(best_scores).sum())
             raise NormError(f"k={k} is too large: only {usable} other rows have a non-zero norm")
         result_rows = best_rows.cpu().numpy()
-        result_norms = row_norms(weight, torch.from_numpy(result_rows)).cpu().numpy()
+        if isinstance(weight, SnapshotTable):
+            result_norms = row_norms(weight.gather(result_rows)).numpy()
+        else:
+            result_norms = row_norms(weight, torch.from_numpy(result_rows)).cpu().numpy()
     data: dict[str, Any] = {"rank": np.arange(1, k + 1), "row": result_rows}
     if series is not None:
         data["entity_id"] = entity_labels(series, result_rows)

@@ -302,7 +302,15 @@ def _step(cols: int) -> int:
     return max(1, _BLOCK_BYTES // max(1, 8 * cols))
 
 
-def pca_fit(weight: torch.Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
+def _all_norms(weight: Any) -> torch.Tensor:
+    """Every row's norm: `row_norms`, or streamed for a `SnapshotTable` (the same values)."""
+    from embviz.norms.rownorms import row_norms
+    from embviz.snapshot_rows import SnapshotTable
+
+    return weight.norms() if isinstance(weight, SnapshotTable) else row_norms(weight)
+
+
+def pca_fit(weight: Any, progress: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
     """Mean row, and eigenvalues/eigenvectors (descending) of the covariance of every row.
 
     One pass over blocks of rows, each widened to float64: the sum of the rows and of their outer
@@ -391,8 +399,10 @@ def project(
 
     Parameters
     ----------
-    table : torch.Tensor or module with ``.weight``
-        The table (rows x dim, dim >= 2), any float dtype, any device.
+    table : torch.Tensor, module with ``.weight``, or `embviz.SnapshotTable`
+        The table (rows x dim, dim >= 2), any float dtype, any device. A `SnapshotTable` is
+        never held whole: the PCA pass and the norms read it block by block, and only the shown
+        rows are gathered.
     n : int
         Rows shown (``max_points``): all of them when the table has at most ``n``; else ``n``
         rows by `stratified_sample`, by lookup count when ``counts`` is given and by norm
@@ -430,9 +440,10 @@ def project(
     import torch
 
     from embviz.norms.rownorms import row_norms
+    from embviz.snapshot_rows import SnapshotTable
 
     weight = getattr(table, "weight", table)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+    if not isinstance(weight, torch.Tensor | SnapshotTable) or weight.dim() != 2:
         raise ProjectorError(
             f"table: must be a 2-D tensor or a module with a .weight, got {type(table).__name__}"
         )
@@ -466,14 +477,17 @@ def project(
         if count_values is not None:
             key = count_values
         else:
-            norms = row_norms(weight).cpu().numpy()
+            norms = _all_norms(weight).cpu().numpy()
             key = norms
         shown, strata = stratified_sample(key, limit, stratified_by, seed)
     else:
         shown = None
     index = np.arange(rows, dtype=np.int64) if shown is None else shown
     if norms is None:
-        norms = row_norms(weight, None if shown is None else torch.from_numpy(shown))
+        if isinstance(weight, SnapshotTable):
+            norms = _all_norms(weight) if shown is None else row_norms(weight.gather(shown))
+        else:
+            norms = row_norms(weight, None if shown is None else torch.from_numpy(shown))
         norms = norms.cpu().numpy()
     else:
         norms = norms[index]
