@@ -364,4 +364,7 @@ def test_widget_builds_for_every_colour():
     ):
         scatter = projector.widget.controls["scatter"]
         assert scatter.color_title == column
+        if column == "cluster":  # categories: distinct colours, not a continuous map's first ones
+            first, second = np.asarray(scatter.color[:2], dtype=float)[:, :3]
+            assert np.abs(first - second).max() > 0.3, scatter.color[:2]
         assert projector.color in projector.widget.controls["scatter"].data.columns

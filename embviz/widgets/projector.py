@@ -81,6 +81,9 @@ class ProjectorView(widgets.VBox):
         guard = guarded(self._exceptions, self._on_unexpected)
 
         data, label = _scatter_data(projector)
+        # Categories get jupyter-scatter's categorical palette (Okabe-Ito up to 8, Glasbey
+        # beyond): a continuous map would give them its first, nearly equal, colours.
+        categorical = isinstance(data[label].dtype, pd.CategoricalDtype)
         hover = [c for c in ("row", "entity", "norm", label, projector.color) if c in data]
         axis = ("PC 1", "PC 2") if projector.projection.method == "pca" else ("UMAP 1", "UMAP 2")
         self._scatter = jscatter.Scatter(
@@ -88,7 +91,7 @@ class ProjectorView(widgets.VBox):
             x="x",
             y="y",
             color_by=label,
-            color_map="viridis",
+            color_map="auto" if categorical else "viridis",
             tooltip=True,
             tooltip_properties=list(dict.fromkeys(hover)),
             legend=True,
