@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +19,10 @@ import pandas as pd
 
 from embviz.config import LargeEmbeddingsConfig, Mode
 from embviz.errors import EmbvizError
+from embviz.htmltable import count as _count
+from embviz.htmltable import html_table as _html_table
+from embviz.htmltable import human as _bytes
+from embviz.htmltable import row_classes as _row_classes
 from embviz.memory import (
     PLANNER_RESERVED_FRACTION,
     TOTAL_LABEL,
@@ -258,65 +262,6 @@ def _replace(path: Path, write: Callable[[IO[bytes]], object], *, keep: bool = T
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
-
-
-def _bytes(value: object) -> str:
-    return human_bytes(int(value))  # type: ignore[call-overload]
-
-
-def _count(value: object) -> str:
-    return f"{int(value):,}"  # type: ignore[call-overload]
-
-
-def _html_table(
-    frame: pd.DataFrame,
-    formats: Mapping[str, Callable[[object], str]],
-    *,
-    name: str,
-    classes: pd.DataFrame | None = None,
-    titles: pd.DataFrame | None = None,
-    table_class: str | None = None,
-    refused: Sequence[str] = (),
-) -> str:
-    """``frame`` as an HTML table through pandas' `Styler`, every cell and heading escaped.
-
-    ``formats`` maps columns to the function giving their text; a missing value is an empty cell
-    (``"refused"`` in the columns of ``refused``). ``classes`` and ``titles`` are frames like
-    ``frame`` of CSS classes and plain-text tooltips (the cell's ``title``) per cell.
-    """
-    from pandas.io.formats.style import Styler
-
-    styler = (
-        Styler(frame, uuid=name)
-        .format(dict(formats), na_rep="", escape="html")
-        .format_index(escape="html", axis=1)
-        .hide(axis="index")
-    )
-    if refused:
-        styler = styler.format(
-            {c: formats.get(c) for c in refused},
-            subset=list(refused),
-            na_rep="refused",
-            escape="html",
-        )
-    if table_class is not None:
-        styler = styler.set_table_attributes(f'class="{table_class}"')
-    if classes is not None:
-        styler = styler.set_td_classes(classes)
-    if titles is not None:  # Styler writes a title attribute as given: escape it here
-        styler = styler.set_tooltips(
-            titles.map(lambda t: html.escape(t) if isinstance(t, str) else t),
-            as_title_attribute=True,
-        )
-    return styler.to_html()
-
-
-def _row_classes(frame: pd.DataFrame, rows: Mapping[object, str]) -> pd.DataFrame:
-    """A class for every cell of some rows of ``frame`` (index label -> class), none elsewhere."""
-    classes = pd.DataFrame("", index=frame.index, columns=frame.columns)
-    for label, css in rows.items():
-        classes.loc[label] = css
-    return classes
 
 
 #: Rows per table the report's quality measurement compares (a sample of larger tables).

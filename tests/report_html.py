@@ -10,6 +10,12 @@ from __future__ import annotations
 import re
 
 
+def _cell(match: re.Match[str]) -> str:
+    kept = re.sub(r'\s+(?:id|class)="[^"]*"', "", match[2])
+    return f"<{match[1]}{' ' + kept.strip() if kept.strip() else ''}>"
+
+
 def cells(page: str) -> str:
-    page = re.sub(r'<(td|th)((?:\s+(?:id|class)="[^"]*")*)\s*>', r"<\1>", page)
+    """``page`` with each cell's id and class taken out and no whitespace between tags."""
+    page = re.sub(r"<(td|th)\b([^>]*)>", _cell, page)
     return re.sub(r">\s+<", "><", page)
