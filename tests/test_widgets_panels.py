@@ -346,3 +346,18 @@ def test_bad_source_keeps_the_current_one(panel, run, tmp_path):
     assert (panel.table, panel.step) == ("user", 40)
     panel.load(42)
     assert "source must be a checkpoint folder" in panel.error
+
+
+def test_norms_tables_escape_names_and_show_shares_in_percent():
+    from report_html import cells
+
+    from embviz.widgets.norms_panel import _stats_html
+
+    stats = pd.DataFrame(
+        {"rows": [12_345], "sampled": [1_000], "mean": [0.0123456], "zero_share": [0.25]},
+        index=pd.Index(["x<b>&"], name="table"),
+    )
+    shown = cells(_stats_html(stats))
+    assert "<th>table</th><th>rows</th><th>sampled</th><th>mean</th><th>zero rows</th>" in shown
+    assert "<td>x&lt;b&gt;&amp;</td><td>12,345</td><td>1,000</td><td>0.01235</td>" in shown
+    assert "<td>25.00%</td>" in shown
