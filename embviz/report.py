@@ -19,6 +19,10 @@ import pandas as pd
 
 from embviz.config import LargeEmbeddingsConfig, Mode
 from embviz.errors import EmbvizError
+from embviz.htmltable import count as _count
+from embviz.htmltable import html_table as _html_table
+from embviz.htmltable import human as _bytes
+from embviz.htmltable import row_classes as _row_classes
 from embviz.memory import (
     PLANNER_RESERVED_FRACTION,
     TOTAL_LABEL,
@@ -53,12 +57,14 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
 td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
-tr.total td { font-weight: bold; border-top: 2px solid #444; }
+tr.total td, td.total { font-weight: bold; border-top: 2px solid #444; }
 .added { color: #009E73; } .removed { color: #D55E00; } .changed { color: #0072B2; }
 .note { color: #555; font-size: 0.9em; } .bad { color: #D55E00; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 code { background: #f4f4f4; padding: 0 0.2em; }
-td.why, th.why { white-space: normal; text-align: left; min-width: 24em; }
+td.why, th.why, table.reasons th:last-child {
+  white-space: normal; text-align: left; min-width: 24em;
+}
 """
 
 
@@ -278,37 +284,53 @@ def _serving_quality(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str
 
 def _quality_html(quality: pd.DataFrame) -> str:
     """Measured quality per table and serving dtype (`quantization_error_table`)."""
-    head = (
-        "<tr><th>table</th><th>dtype</th><th>rows compared</th><th>neighbours kept (mean)</th>"
-        "<th>worst cosine</th><th>row norm error (max)</th><th>bag error (mean)</th></tr>"
-    )
-
-    def number(value: object, spec: str) -> str:
-        return "" if pd.isna(value) else format(float(value), spec)  # type: ignore[arg-type]
-
     measured_k = quality["k"].dropna()
     k = int(measured_k.iloc[0]) if len(measured_k) else "k"
-    body = []
-    for (table, dtype), row in quality.iterrows():
-        if row["refused"]:
-            cells = f"<td colspan='5' class='why'>{html.escape(str(row['refused']))}</td>"
-        else:
-            cells = (
-                f"<td>{int(row['rows']):,}</td><td>{number(row['knn_kept_mean'], '.3f')}</td>"
-                f"<td>{number(row['cos_min'], '.4f')}</td>"
-                f"<td>{number(row['norm_rel_err_max'], '.2e')}</td>"
-                f"<td>{number(row['bag_rel_err_mean'], '.2e')}</td>"
-            )
-        body.append(
-            f"<tr class='quality'><td>{html.escape(str(table))}</td><td>{dtype}</td>{cells}</tr>"
-        )
+    numbers = {
+        "neighbours kept (mean)": ("knn_kept_mean", ".3f"),
+        "worst cosine": ("cos_min", ".4f"),
+        "row norm error (max)": ("norm_rel_err_max", ".2e"),
+        "bag error (mean)": ("bag_rel_err_mean", ".2e"),
+    }
+    refused = quality["refused"].fillna("").astype(str)
+    measured = {
+        "rows compared": quality["rows"],
+        **{label: quality[c] for label, (c, _) in numbers.items()},
+    }
+    shown = pd.DataFrame(
+        {
+            "table": [str(t) for t, _ in quality.index],
+            "dtype": [str(d) for _, d in quality.index],
+            **{
+                label: [None if why else v for why, v in zip(refused, values, strict=True)]
+                for label, values in measured.items()
+            },
+        },
+        dtype=object,
+    )
+    # A refused dtype reads "refused" (the reason as its tooltip and in a note under the table).
+    shown.loc[list(refused.to_numpy() != ""), "rows compared"] = "refused"
+    titles = pd.DataFrame({"rows compared": refused.to_list()}, index=shown.index)
+    classes = _row_classes(shown, {i: "quality" for i in range(len(shown))})
+
+    def spec(text: str) -> Callable[[object], str]:
+        return lambda v: format(float(v), text)  # type: ignore[arg-type]
+
+    formats: dict[str, Callable[[object], str]] = {
+        label: spec(text) for label, (_, text) in numbers.items()
+    }
+    formats["rows compared"] = lambda v: v if isinstance(v, str) else _count(v)
+    table = _html_table(shown, formats, name="quality", classes=classes, titles=titles)
+    reasons = [r for r in refused if r]  # each names its table and dtype
+    if reasons:
+        table += "<ul class='note'>" + "".join(f"<li>{html.escape(r)}</li>" for r in reasons)
+        table += "</ul>"
     return (
         "<p>What serving costs the trained rows of the snapshot, measured with FBGEMM's own "
         "row-wise quantization (<code>embviz.quantization_error_table</code>): the share of each "
         f"sampled row's {k} nearest neighbours kept, the worst cosine between a row and its served "
         "copy, the largest relative error of a row norm and the mean relative error of pooled "
-        "bags of two rows.</p>"
-        f"<table>{head}{''.join(body)}</table>"
+        "bags of two rows.</p>" + table
     )
 
 
@@ -342,36 +364,42 @@ def _projection_html(cfg: LargeEmbeddingsConfig, snapshot: str | os.PathLike[str
 
 def _memory_html(frame: pd.DataFrame) -> str:
     sums = totals(frame)
-    head = (
-        "<tr><th>table</th><th>rows</th><th>dim</th><th>dtype</th><th>optimizer</th>"
-        "<th>weights</th><th>optimizer state</th><th>total</th><th>total (bytes)</th>"
-        "<th>if fp16</th><th>planner estimate</th><th>logged</th></tr>"
+    byte_columns = {
+        "weights": "weight_bytes",
+        "optimizer state": "optimizer_bytes",
+        "total": "total_bytes",
+        "total (bytes)": "total_bytes",
+        "if fp16": "fp16_total_bytes",
+        "planner estimate": "planner_bytes",
+    }
+    shown = pd.DataFrame(
+        {
+            "table": [str(n) for n in frame.index],
+            "rows": frame["num_embeddings"],
+            "dim": frame["embedding_dim"],
+            "dtype": frame["data_type"].astype(str),
+            "optimizer": frame["optimizer"].astype(str),
+            **{label: frame[column] for label, column in byte_columns.items()},
+            "logged": ["yes" if logged else "" for logged in frame["logged"]],
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+    total = {"table": "total", **{k: int(sums[c]) for k, c in byte_columns.items()}}
+    shown.loc[len(shown)] = {c: total.get(c) for c in shown.columns}
+    notes_per_row = [str(n) if n else "" for n in frame.get("planner_note", [""] * len(frame))]
+    titles = pd.DataFrame({"planner estimate": [*notes_per_row, ""]}, index=shown.index)
+    formats = {c: _bytes for c in byte_columns} | {"rows": _count, "total (bytes)": _count}
+    table = _html_table(
+        shown,
+        formats,
+        name="memory",
+        classes=_row_classes(shown, {len(shown) - 1: "total"}),
+        titles=titles,
     )
-    body = []
-    for name, row in frame.iterrows():
-        body.append(
-            f"<tr><td>{html.escape(str(name))}</td><td>{int(row['num_embeddings']):,}</td>"
-            f"<td>{int(row['embedding_dim'])}</td><td>{row['data_type']}</td>"
-            f"<td>{row['optimizer']}</td><td>{human_bytes(int(row['weight_bytes']))}</td>"
-            f"<td>{human_bytes(int(row['optimizer_bytes']))}</td>"
-            f"<td>{human_bytes(int(row['total_bytes']))}</td><td>{int(row['total_bytes']):,}</td>"
-            f"<td>{human_bytes(int(row['fp16_total_bytes']))}</td>"
-            f"<td title='{html.escape(str(row.get('planner_note', '')))}'>"
-            f"{human_bytes(int(row['planner_bytes']))}</td>"
-            f"<td>{'yes' if row['logged'] else ''}</td></tr>"
-        )
-    body.append(
-        f"<tr class='total'><td>total</td><td></td><td></td><td></td><td></td>"
-        f"<td>{human_bytes(int(sums['weight_bytes']))}</td>"
-        f"<td>{human_bytes(int(sums['optimizer_bytes']))}</td>"
-        f"<td>{human_bytes(int(sums['total_bytes']))}</td><td>{int(sums['total_bytes']):,}</td>"
-        f"<td>{human_bytes(int(sums['fp16_total_bytes']))}</td>"
-        f"<td>{human_bytes(int(sums['planner_bytes']))}</td><td></td></tr>"
-    )
-    notes = sorted({str(n) for n in frame.get("planner_note", pd.Series(dtype=str)) if n})
+    notes = sorted({n for n in notes_per_row if n})
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     planner = f"<p class='note'>Planner estimate differs:</p><ul class='note'>{note_html}</ul>"
-    return f"<table>{head}{''.join(body)}</table>" + (planner if notes else "")
+    return table + (planner if notes else "")
 
 
 def _placement_html(
@@ -400,25 +428,29 @@ def _reasons_html(placement) -> str:
 
     reasons = placement_reasons(placement)
     rank_columns = [c for c in reasons.columns if c.startswith("rank ")]
-    head = (
-        "<tr><th>table</th><th>sharding</th><th>shards</th><th>bytes</th>"
-        + "".join(f"<th>{html.escape(c)}</th>" for c in rank_columns)
-        + "<th class='why'>why</th></tr>"
-    )
-    body = []
-    for name, row in reasons.iterrows():
-        cells = "".join(
-            f"<td>{human_bytes(int(row[c])) if int(row[c]) else ''}</td>" for c in rank_columns
-        )
-        body.append(
-            f"<tr><td>{html.escape(str(name))}</td><td>{html.escape(row['sharding_type'])}</td>"
-            f"<td>{int(row['num_shards'])}</td><td>{human_bytes(int(row['table_bytes']))}</td>"
-            f"{cells}<td class='why'>{html.escape(row['reason'])}</td></tr>"
-        )
-    per_rank = "".join(f"<td>{human_bytes(int(reasons[c].sum()))}</td>" for c in rank_columns)
-    body.append(
-        "<tr class='total'><td>total</td><td></td><td></td>"
-        f"<td>{human_bytes(int(reasons['table_bytes'].sum()))}</td>{per_rank}<td></td></tr>"
+    shown = pd.DataFrame(
+        {
+            "table": [str(n) for n in reasons.index],
+            "sharding": reasons["sharding_type"].astype(str),
+            "shards": reasons["num_shards"],
+            "bytes": reasons["table_bytes"],
+            # a rank holding nothing of a table is left blank
+            **{c: [int(v) or None for v in reasons[c]] for c in rank_columns},
+            "why": reasons["reason"].astype(str),
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+    total = {"table": "total", "bytes": int(reasons["table_bytes"].sum())}
+    total |= {c: int(reasons[c].sum()) for c in rank_columns}
+    shown.loc[len(shown)] = {c: total.get(c) for c in shown.columns}
+    classes = _row_classes(shown, {len(shown) - 1: "total"})
+    classes.loc[: len(shown) - 2, "why"] = "why"
+    table = _html_table(
+        shown,
+        {c: _bytes for c in ["bytes", *rank_columns]},
+        name="reasons",
+        classes=classes,
+        table_class="reasons",
     )
     return (
         "<p>Bytes of each table on each rank (exact weights and optimizer state of its shards), "
@@ -426,7 +458,7 @@ def _reasons_html(placement) -> str:
         f"GPU's usable {human_bytes(usable_bytes(placement))} (its memory less "
         f"{PLANNER_RESERVED_FRACTION:.0%} kept for the dense model), the one its performance "
         "model rates cheapest: a split is forced only where a table is larger than that.</p>"
-        f"<table class='reasons'>{head}{''.join(body)}</table>"
+        + table
     )
 
 
@@ -483,32 +515,29 @@ def _serving_html(cfg: LargeEmbeddingsConfig, serving: pd.DataFrame, serving_dty
             f"<code>embviz memory CONFIG --mode inference {html.escape(flags)}</code>.</p>"
         )
     dtypes = [d for d in SERVING_DTYPES if f"{d}_bytes" in serving.columns]
-    head = (
-        "<tr><th>table</th><th>rows</th><th>dim</th><th>dtype</th><th>unquantized</th>"
-        + "".join(f"<th>{d}</th>" for d in dtypes)
-        + "</tr>"
-    )
-    body = []
-
-    def cell(value: object) -> str:
-        return "<td>refused</td>" if pd.isna(value) else f"<td>{human_bytes(int(value))}</td>"
-
-    for name, row in serving.iterrows():
-        body.append(
-            f"<tr><td>{html.escape(str(name))}</td><td>{int(row['num_embeddings']):,}</td>"
-            f"<td>{int(row['embedding_dim'])}</td><td>{row['data_type']}</td>"
-            f"<td>{human_bytes(int(row['unquantized_bytes']))}</td>"
-            + "".join(cell(row[f"{d}_bytes"]) for d in dtypes)
-            + "</tr>"
-        )
-    body.append(
-        "<tr class='total'><td>total</td><td></td><td></td><td></td>"
-        f"<td>{human_bytes(int(serving['unquantized_bytes'].sum()))}</td>"
-        + "".join(
-            cell(pd.NA if serving[f"{d}_bytes"].isna().any() else serving[f"{d}_bytes"].sum())
-            for d in dtypes
-        )
-        + "</tr>"
+    shown = pd.DataFrame(
+        {
+            "table": [str(n) for n in serving.index],
+            "rows": serving["num_embeddings"],
+            "dim": serving["embedding_dim"],
+            "dtype": serving["data_type"].astype(str),
+            "unquantized": serving["unquantized_bytes"],
+            **{d: serving[f"{d}_bytes"] for d in dtypes},
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+    total = {"table": "total", "unquantized": int(serving["unquantized_bytes"].sum())}
+    total |= {  # a dtype refused for any table has no total
+        d: None if serving[f"{d}_bytes"].isna().any() else int(serving[f"{d}_bytes"].sum())
+        for d in dtypes
+    }
+    shown.loc[len(shown)] = {c: total.get(c) for c in shown.columns}
+    table = _html_table(
+        shown,
+        {c: _bytes for c in ["unquantized", *dtypes]} | {"rows": _count},
+        name="serving",
+        classes=_row_classes(shown, {len(shown) - 1: "total"}),
+        refused=dtypes,
     )
     refused = [f"{n}: {r}" for n, r in serving["refused"].items() if r]
     note = (
@@ -516,7 +545,7 @@ def _serving_html(cfg: LargeEmbeddingsConfig, serving: pd.DataFrame, serving_dty
         if refused
         else ""
     )
-    return "".join(parts) + f"<table>{head}{''.join(body)}</table>" + note
+    return "".join(parts) + table + note
 
 
 def _compare_html(old, new, optimizer_state, mode, compare_source) -> str:
@@ -526,23 +555,35 @@ def _compare_html(old, new, optimizer_state, mode, compare_source) -> str:
     moved = int(diff["delta_bytes"].sum())
     sign = "+" if moved >= 0 else "-"
     against = f" against {html.escape(compare_source)}" if compare_source else ""
-    rows = "".join(
-        f"<tr class='{row['change']}'><td>{html.escape(str(name))}</td><td>{row['change']}</td>"
-        f"<td>{html.escape(row['details'])}</td>"
-        f"<td>{human_bytes(int(row['old_total_bytes']))}</td>"
-        f"<td>{human_bytes(int(row['new_total_bytes']))}</td>"
-        f"<td>{'+' if row['delta_bytes'] >= 0 else '-'}{human_bytes(abs(int(row['delta_bytes'])))}"
-        f"</td><td>{int(row['delta_bytes']):+,}</td></tr>"
-        for name, row in diff.iterrows()
-        if row["change"] != "unchanged"
+    changed = diff[diff["change"] != "unchanged"]
+    shown = pd.DataFrame(
+        {
+            "table": [str(n) for n in changed.index],
+            "change": changed["change"].astype(str),
+            "details": changed["details"].astype(str),
+            "before": changed["old_total_bytes"],
+            "after": changed["new_total_bytes"],
+            "moved": changed["delta_bytes"],
+            "moved (bytes)": changed["delta_bytes"],
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+
+    def signed(value: object) -> str:
+        delta = int(value)  # type: ignore[call-overload]
+        return f"{'+' if delta >= 0 else '-'}{human_bytes(abs(delta))}"
+
+    table = _html_table(
+        shown,
+        {"before": _bytes, "after": _bytes, "moved": signed, "moved (bytes)": "{:+,}".format},
+        name="compare",
+        classes=_row_classes(shown, dict(enumerate(shown["change"]))),
     )
     unchanged = int((diff["change"] == "unchanged").sum())
     return (
         f"<h2>Changes{against}</h2>"
         f"<p>{sign}{human_bytes(abs(moved))} in all ({moved:+,} bytes); "
-        f"{unchanged} tables unchanged.</p>"
-        "<table><tr><th>table</th><th>change</th><th>details</th><th>before</th><th>after</th>"
-        f"<th>moved</th><th>moved (bytes)</th></tr>{rows}</table>"
+        f"{unchanged} tables unchanged.</p>" + table
     )
 
 
@@ -560,27 +601,39 @@ def _health_section(cfg, snapshot, save) -> str:
     initial = first if first is not None and first != path else None
     frame = health(path, initial=initial, config=cfg, progress=False)
     spectra = spectrum(path, tables=list(frame.index), progress=False)
-    head = (
-        "<tr><th>table</th><th>rows</th><th>dim</th><th>rows read</th><th>effective rank</th>"
-        "<th>information abundance</th><th>dim spread</th><th>top direction</th>"
-        "<th>dims for 99%</th><th>unchanged</th><th>smaller dim</th><th>it saves</th></tr>"
+    shown = pd.DataFrame(
+        {
+            "table": [str(n) for n in frame.index],
+            "rows": frame["rows"],
+            "dim": frame["dim"],
+            "rows read": frame["sampled"],
+            "effective rank": frame["effective_rank"],
+            "information abundance": frame["information_abundance"],
+            "dim spread": frame["dim_spread"],
+            "top direction": frame["top_energy_share"],
+            "dims for 99%": frame["energy_rank_99"],
+            "unchanged": frame["unchanged_share"],
+            "smaller dim": frame["smaller_dim"],
+            "it saves": frame["smaller_dim_saves_bytes"],
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+
+    def share(value: object) -> str:
+        return f"{100 * float(value):.2f}%"  # type: ignore[arg-type]
+
+    def integer(value: object) -> str:
+        return f"{int(value)}"  # type: ignore[call-overload]
+
+    three = "{:.3g}".format
+    table = _html_table(
+        shown,
+        {"rows": _count, "dim": integer, "rows read": _count, "effective rank": three}
+        | {"information abundance": three, "dim spread": three, "top direction": share}
+        | {"dims for 99%": integer, "unchanged": share, "smaller dim": integer}
+        | {"it saves": _bytes},
+        name="health",
     )
-    rows = []
-    for name, r in frame.iterrows():
-        unchanged = "" if pd.isna(r["unchanged_share"]) else f"{100 * r['unchanged_share']:.2f}%"
-        smaller = "" if pd.isna(r["smaller_dim"]) else f"{int(r['smaller_dim'])}"
-        saves = (
-            "" if pd.isna(r["smaller_dim_saves_bytes"])
-            else human_bytes(int(r["smaller_dim_saves_bytes"]))
-        )  # fmt: skip
-        rows.append(
-            f"<tr><td>{html.escape(str(name))}</td><td>{int(r['rows']):,}</td>"
-            f"<td>{int(r['dim'])}</td><td>{int(r['sampled']):,}</td>"
-            f"<td>{r['effective_rank']:.3g}</td><td>{r['information_abundance']:.3g}</td>"
-            f"<td>{r['dim_spread']:.3g}</td><td>{100 * r['top_energy_share']:.2f}%</td>"
-            f"<td>{int(r['energy_rank_99'])}</td><td>{unchanged}</td><td>{smaller}</td>"
-            f"<td>{saves}</td></tr>"
-        )
     figures = "".join(
         save(plot_spectrum(spectra, table=str(name)), f"spectrum_{i}.png")
         for i, name in enumerate(frame.index)
@@ -593,5 +646,5 @@ def _health_section(cfg, snapshot, save) -> str:
         "ones; top direction is the share of the rows' squared length along the largest "
         "singular direction. Where the effective rank is at most half of dim, the smaller dim "
         "holds 99% of it (a multiple of 4) and what it saves is from the memory table.</p>"
-        f"<table>{head}{''.join(rows)}</table>{figures}"
+        f"{table}{figures}"
     )

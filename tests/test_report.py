@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from report_html import cells
 
 import embviz
 from embviz.compare import compare_configs
@@ -51,7 +52,7 @@ def test_compare_names_each_change_and_the_bytes_it_moves(ranker):
 
 def test_report_holds_every_table_exact_totals_and_figures(ranker, tmp_path):
     report = write_report(ranker, tmp_path / "out", gpus=4, hbm_gib=16, source="ranker.yaml")
-    page = report.index.read_text()
+    page = cells(report.index.read_text())
     assert report.index == tmp_path / "out" / "index.html"
     for name in ranker.table_names:
         assert f"<td>{name}</td>" in page
@@ -80,7 +81,7 @@ def test_report_says_when_the_planner_cannot_place(ranker, tmp_path):
 
 
 def test_report_with_compare_lists_the_changes(ranker, tmp_path):
-    page = write_report(changed(ranker), tmp_path, compare=ranker).index.read_text()
+    page = cells(write_report(changed(ranker), tmp_path, compare=ranker).index.read_text())
     assert "<td>topic</td><td>removed</td>" in page
     assert "<td>region</td><td>added</td>" in page
     assert "num_embeddings 100,000,000 -&gt; 200,000,000" in page
@@ -130,7 +131,7 @@ def test_serving_section_agrees_with_the_cli(ranker, tmp_path, run_cli):
 
     import pandas as pd
 
-    page = write_report(ranker, tmp_path, serving_dtype="int4").index.read_text()
+    page = cells(write_report(ranker, tmp_path, serving_dtype="int4").index.read_text())
     result = run_cli(
         "memory",
         str(embviz.example("ranker")),
@@ -174,8 +175,8 @@ def test_placement_section_has_bytes_per_rank_and_why(ranker, tmp_path):
         assert embviz.human_bytes(int(row["table_bytes"])) in row["reason"]
     import html as html_module
 
-    for reason in reasons["reason"]:
-        assert html_module.escape(reason) in page
+    for reason in reasons["reason"]:  # escaped: GPU's is GPU&#39;s
+        assert html_module.escape(reason).replace("&#x27;", "&#39;") in page
 
 
 def test_serving_section_measures_quality_from_a_snapshot(tmp_path):
@@ -196,7 +197,7 @@ tables:
     torch.manual_seed(0)
     module = torchrec.EmbeddingBagCollection(tables=cfg.to_torchrec(), device=torch.device("cpu"))
     path = save_snapshot(module, tmp_path / "snap")
-    page = write_report(cfg, tmp_path / "report", snapshot=path).index.read_text()
+    page = cells(write_report(cfg, tmp_path / "report", snapshot=path).index.read_text())
     quality = embviz.quantization_error_table(path, ("int8", "int4", "int2"), progress=False)
     for table, dtype in [("wide", "int8"), ("wide", "int4"), ("wide", "int2"), ("narrow", "int4")]:
         kept = quality.loc[(table, dtype), "knn_kept_mean"]
@@ -204,3 +205,17 @@ tables:
         assert f"<td>{kept:.3f}</td>" in page
     # narrow is 4 wide: int2 is refused, and the report says why.
     assert "embedding_dim 4 cannot be served as int2" in page
+
+
+def test_hostile_table_names_are_escaped_in_every_table(ranker, tmp_path):
+    hostile = "x<b>bold</b>&'\""
+    tables = [
+        t.model_copy(update={"name": hostile}) if t.name == "topic" else t for t in ranker.tables
+    ]
+    logged = [n for n in ranker.logged_tables if n != "topic"]
+    cfg = ranker.model_copy(update={"tables": tables, "tables_to_log": logged})
+    page = write_report(cfg, tmp_path, compare=ranker, gpus=4, hbm_gib=16).index.read_text()
+    assert "<b>bold" not in page
+    escaped = "<td>x&lt;b&gt;bold&lt;/b&gt;&amp;&#39;&#34;</td>"
+    # memory, serving, placement and the comparison (added) each show the name, escaped
+    assert cells(page).count(escaped) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from report_html import cells
 
 import embviz
 from embviz.memory import human_bytes
@@ -24,7 +25,7 @@ def run(tmp_path_factory):
 
 def test_checkpoint_folder_gives_health_of_its_latest_step(run, tmp_path):
     report = write_report(run.config, tmp_path / "out", snapshot=run.save_dir)
-    page = report.index.read_text()
+    page = cells(report.index.read_text())
     assert "<h2>Embedding health</h2>" in page
     expected = embviz.health(
         run.save_dir / "40", initial=run.save_dir / "0", config=run.config, progress=False
@@ -51,7 +52,7 @@ def test_a_collapsed_table_gets_a_smaller_dim(tmp_path):
         low = torch.randn(2_000, 3) @ torch.randn(3, 32)
         module.embedding_bags["t"].weight.copy_(low)
     embviz.save_snapshot(module, tmp_path / "snap")
-    page = write_report(cfg, tmp_path / "out", snapshot=tmp_path / "snap").index.read_text()
+    page = cells(write_report(cfg, tmp_path / "out", snapshot=tmp_path / "snap").index.read_text())
     row = embviz.health(str(tmp_path / "snap"), config=cfg, progress=False).loc["t"]
     assert row["smaller_dim"] == 4
     assert f"<td>4</td><td>{human_bytes(2_000 * 28 * 4)}</td>" in page

@@ -1070,3 +1070,30 @@ def test_editor_path_never_imports_torch():
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_placement_tables_show_the_plan_with_exact_tooltips_and_escaped_names():
+    from report_html import cells
+
+    from embviz.widgets.editor_tabs import placement_html
+
+    cfg = embviz.load_config(embviz.example("ranker"))
+    hostile = "x<b>&"
+    cfg = cfg.model_copy(
+        update={
+            "tables": [
+                t.model_copy(update={"name": hostile}) if t.name == "topic" else t
+                for t in cfg.tables
+            ],
+            "tables_to_log": [n for n in cfg.logged_tables if n != "topic"],
+        }
+    )
+    placement = plan(cfg, gpus=4, hbm_gib=16, progress=False)
+    page = cells(placement_html(placement))
+    assert "<b>" not in page and "x&lt;b&gt;&amp;" in page
+    for r in placement.ranks.itertuples(index=False):
+        exact = f"{int(r.hbm_bytes):,} bytes"
+        assert f'<td title="{exact}">{embviz.human_bytes(int(r.hbm_bytes))}</td>' in page
+    for t in placement.tables.itertuples(index=False):
+        assert f"<td>{html.escape(t.table)}</td><td>{t.sharding_type}</td>" in page
+        assert f'<td title="{int(t.table_bytes):,} bytes">' in page

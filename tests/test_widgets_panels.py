@@ -346,3 +346,39 @@ def test_bad_source_keeps_the_current_one(panel, run, tmp_path):
     assert (panel.table, panel.step) == ("user", 40)
     panel.load(42)
     assert "source must be a checkpoint folder" in panel.error
+
+
+def test_norms_tables_escape_names_and_show_shares_in_percent():
+    from report_html import cells
+
+    from embviz.widgets.norms_panel import _stats_html
+
+    stats = pd.DataFrame(
+        {"rows": [12_345], "sampled": [1_000], "mean": [0.0123456], "zero_share": [0.25]},
+        index=pd.Index(["x<b>&"], name="table"),
+    )
+    shown = cells(_stats_html(stats))
+    assert "<th>table</th><th>rows</th><th>sampled</th><th>mean</th><th>zero rows</th>" in shown
+    assert "<td>x&lt;b&gt;&amp;</td><td>12,345</td><td>1,000</td><td>0.01235</td>" in shown
+    assert "<td>25.00%</td>" in shown
+
+
+def test_comparison_table_has_signed_differences_and_exact_tooltips():
+    from report_html import cells
+
+    from embviz.widgets.build_panel import _comparison_html
+
+    frame = pd.DataFrame(
+        {
+            "predicted_total_bytes": [8_000_000, 1_000],
+            "measured_total_bytes": [8_000_512, 976],
+            "difference_bytes": [512, -24],
+            "allocated_total_bytes": [float("nan"), 2_048.0],
+        },
+        index=pd.Index(["a<b>", "small"], name="table"),
+    )
+    shown = cells(_comparison_html(frame))
+    assert 'class="embviz-comparison"' in shown
+    assert '<td>a&lt;b&gt;</td><td title="8,000,000 bytes">7.63 MiB</td>' in shown
+    assert '<td title="512 bytes">+512 B</td><td></td>' in shown  # no CUDA figure: blank
+    assert '<td title="-24 bytes">-24 B</td><td title="2,048 bytes">2.00 KiB</td>' in shown

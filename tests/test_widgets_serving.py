@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import pytest
 import torch
+from report_html import cells
 
 import embviz
 from embviz.errors import ArgumentError
@@ -21,7 +23,7 @@ def ranker() -> embviz.LargeEmbeddingsConfig:
 
 
 def text(widget) -> str:
-    return html.unescape(widget.value)
+    return cells(html.unescape(widget.value))
 
 
 def test_bytes_equal_memory_table_and_follow_the_all_control(ranker):
@@ -105,6 +107,7 @@ def test_many_tables_show_the_largest_and_count_all():
     shown = text(panel.outputs["table"])
     assert shown.count("<tr") == 1 + 10 + 1  # header, 9 largest + "(191 others)", total
     assert "(191 others)" in shown
+    assert re.search(r'class="[^"]*\btotal\b[^"]*"\s*>total</td>', panel.outputs["table"].value)
     total = int(memory_table(cfg, mode="inference", serving_dtype="int4")["total_bytes"].sum())
     assert f"{total:,}" in shown
 

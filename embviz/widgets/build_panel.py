@@ -8,7 +8,6 @@ progress bar, shown in the panel), the measurement `measure_collection`, and the
 from __future__ import annotations
 
 import gc
-import html
 import os
 import time
 import warnings
@@ -324,25 +323,27 @@ def _comparison_html(frame: pd.DataFrame) -> str:
     """The comparison as a small table: human sizes, exact bytes in tooltips."""
     import pandas as pd
 
-    from embviz.memory import human_bytes
+    from embviz.htmltable import html_table, human
 
     columns = [c for c in _COMPARISON_HEADERS if c in frame.columns]
-    head = "".join(f"<th>{_COMPARISON_HEADERS[c]}</th>" for c in columns)
-    rows = []
-    for name, record in frame.iterrows():
-        cells = []
-        for column in columns:
-            value = record[column]
-            if pd.isna(value):  # e.g. no CUDA allocation figure
-                cells.append("<td></td>")
-                continue
-            value = int(value)
-            shown = human_bytes(abs(value))
-            if column == "difference_bytes":
-                shown = "0" if value == 0 else ("+" if value > 0 else "-") + shown
-            cells.append(f'<td title="{value:,} bytes">{shown}</td>')
-        rows.append(f"<tr><td>{html.escape(str(name))}</td>{''.join(cells)}</tr>")
-    return (
-        '<div style="max-height:320px; overflow:auto"><table class="embviz-comparison">'
-        f"<thead><tr><th>table</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    labels = [_COMPARISON_HEADERS[c] for c in columns]
+    shown = pd.DataFrame({"table": [str(n) for n in frame.index]})
+    titles = pd.DataFrame(index=shown.index)
+    for column, label in zip(columns, labels, strict=True):
+        values = [None if pd.isna(v) else int(v) for v in frame[column]]  # NA: no CUDA figure
+        shown[label] = pd.Series(values, dtype=object)
+        titles[label] = ["" if v is None else f"{v:,} bytes" for v in values]
+
+    def signed(value: object) -> str:
+        delta = int(value)  # type: ignore[call-overload]
+        return "0" if delta == 0 else ("+" if delta > 0 else "-") + human(abs(delta))
+
+    def size(value: object) -> str:
+        return human(abs(int(value)))  # type: ignore[call-overload]
+
+    formats = dict.fromkeys(labels, size)
+    formats[_COMPARISON_HEADERS["difference_bytes"]] = signed
+    table = html_table(
+        shown, formats, name="comparison", titles=titles, table_class="embviz-comparison"
     )
+    return f'<div style="max-height:320px; overflow:auto">{table}</div>'

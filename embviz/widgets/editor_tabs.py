@@ -9,7 +9,6 @@ total and fit follow every keystroke. Figures in closed tabs are drawn when thei
 from __future__ import annotations
 
 import asyncio
-import html
 from collections.abc import Callable
 from typing import Any
 
@@ -186,28 +185,54 @@ class FigureTabs:
 
 def placement_html(placement: Any) -> str:
     """Per-rank and per-table tables of a `Placement` (human sizes, exact tooltips)."""
-    from embviz.memory import human_bytes
+    import pandas as pd
 
-    def size(n: Any) -> str:
-        return f'<td title="{format_count(int(n))} bytes">{human_bytes(int(n))}</td>'
+    from embviz.htmltable import html_table, human
 
-    ranks = "".join(
-        f"<tr><td>{int(r.rank)}</td>{size(r.hbm_bytes)}{size(r.table_bytes)}"
-        f"<td>{int(r.num_shards)}</td>"
-        f'<td style="text-align:left">{html.escape(", ".join(r.tables))}</td></tr>'
-        for r in placement.ranks.itertuples(index=False)
-    )
-    tables = "".join(
-        f"<tr><td>{html.escape(t.table)}</td><td>{html.escape(t.sharding_type)}</td>"
-        f"<td>{html.escape(t.compute_kernel)}</td>"
-        f"<td>{html.escape(', '.join(str(int(r)) for r in t.ranks))}</td>"
-        f"{size(t.table_bytes)}{size(t.hbm_bytes)}</tr>"
-        for t in placement.tables.itertuples(index=False)
-    )
-    return (
-        "<table><thead><tr><th>rank</th><th>planner HBM</th><th>table bytes</th>"
-        f"<th>shards</th><th>tables</th></tr></thead><tbody>{ranks}</tbody></table>"
-        '<div style="max-height:300px; overflow:auto"><table><thead><tr><th>table</th>'
-        "<th>sharding</th><th>kernel</th><th>ranks</th><th>table bytes</th>"
-        f"<th>planner HBM</th></tr></thead><tbody>{tables}</tbody></table></div>"
+    def exact(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """Each byte cell's tooltip: its exact count."""
+        return pd.DataFrame(
+            {c: [f"{format_count(int(n))} bytes" for n in frame[c]] for c in columns},
+            index=frame.index,
+        )
+
+    ranks = placement.ranks
+    per_rank = pd.DataFrame(
+        {
+            "rank": ranks["rank"],
+            "planner HBM": ranks["hbm_bytes"],
+            "table bytes": ranks["table_bytes"],
+            "shards": ranks["num_shards"],
+            "tables": [", ".join(t) for t in ranks["tables"]],
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+    tables = placement.tables
+    per_table = pd.DataFrame(
+        {
+            "table": tables["table"].astype(str),
+            "sharding": tables["sharding_type"].astype(str),
+            "kernel": tables["compute_kernel"].astype(str),
+            "ranks": [", ".join(str(int(r)) for r in rs) for rs in tables["ranks"]],
+            "table bytes": tables["table_bytes"],
+            "planner HBM": tables["hbm_bytes"],
+        },
+        dtype=object,
+    ).reset_index(drop=True)
+    sizes = ["planner HBM", "table bytes"]
+    return html_table(
+        per_rank,
+        dict.fromkeys(sizes, human),
+        name="placement_ranks",
+        titles=exact(per_rank, sizes),
+        styles={"tables": "text-align: left"},
+    ) + (
+        '<div style="max-height:300px; overflow:auto">'
+        + html_table(
+            per_table,
+            dict.fromkeys(sizes, human),
+            name="placement_tables",
+            titles=exact(per_table, sizes),
+        )
+        + "</div>"
     )

@@ -8,7 +8,6 @@ Wiring only: statistics from `embviz.norms` (`norm_stats`, `norm_histogram`, `no
 
 from __future__ import annotations
 
-import html
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -636,45 +635,37 @@ _HEALTH_HEADERS = {
 
 def _health_html(frame: pd.DataFrame) -> str:
     """`embviz.health` rows as a small table (shares in %, ranks to 3 digits)."""
-    import math
-
-    head = "".join(f"<th>{label}</th>" for label in _HEALTH_HEADERS.values())
-    rows = []
-    for name, record in frame.iterrows():
-        cells = []
-        for column in _HEALTH_HEADERS:
-            value = record[column]
-            if column in ("rows", "dim", "sampled", "energy_rank_99"):
-                text = f"{int(value):,}"
-            elif column in ("top_energy_share", "unchanged_share"):
-                text = "" if math.isnan(value) else f"{100 * value:.2f}%"
-            else:
-                text = f"{value:.3g}"
-            cells.append(f"<td>{text}</td>")
-        rows.append(f"<tr><td>{html.escape(str(name))}</td>{''.join(cells)}</tr>")
-    return (
-        f"<table><thead><tr><th>table</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
+    counts = ("rows", "dim", "sampled", "energy_rank_99")
+    return _small_table(frame, _HEALTH_HEADERS, counts, "{:.3g}", name="health")
 
 
 def _stats_html(stats: pd.DataFrame) -> str:
     """`norm_stats` rows as a small table: counts with separators, norms to 4 digits."""
-    import math
+    headers = {c: label for c, label in _STAT_HEADERS.items() if c in stats.columns}
+    return _small_table(stats, headers, ("rows", "sampled"), "{:.4g}", name="stats")
 
-    columns = [c for c in _STAT_HEADERS if c in stats.columns]
-    head = "".join(f"<th>{_STAT_HEADERS[c]}</th>" for c in columns)
-    rows = []
-    for name, record in stats.iterrows():
-        cells = []
-        for column in columns:
-            value = record[column]
-            if column in ("rows", "sampled"):
-                text = f"{int(value):,}"
-            elif column.endswith("_share"):
-                text = "" if math.isnan(value) else f"{100 * value:.2f}%"
-            else:
-                text = f"{value:.4g}"
-            cells.append(f"<td>{text}</td>")
-        rows.append(f"<tr><td>{html.escape(str(name))}</td>{''.join(cells)}</tr>")
-    body = "".join(rows)
-    return f"<table><thead><tr><th>table</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+def _small_table(
+    frame: pd.DataFrame, headers: dict[str, str], counts: tuple[str, ...], spec: str, name: str
+) -> str:
+    """``frame``'s ``headers`` columns under their labels, after a ``table`` column of its index.
+
+    ``counts`` get thousands separators, ``*_share`` columns are percentages (blank when
+    missing), the others are formatted with ``spec``.
+    """
+    import pandas as pd
+
+    from embviz.htmltable import count, html_table
+
+    shown = pd.DataFrame({"table": [str(n) for n in frame.index]})
+    for column, label in headers.items():
+        shown[label] = frame[column].to_numpy()
+
+    def share(value: object) -> str:
+        return f"{100 * float(value):.2f}%"  # type: ignore[arg-type]
+
+    formats = {
+        label: count if column in counts else share if column.endswith("_share") else spec.format
+        for column, label in headers.items()
+    }
+    return html_table(shown, formats, name=name)

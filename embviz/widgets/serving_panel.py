@@ -11,9 +11,8 @@ table's control with the rule, and the tables, totals and fit keep the last vali
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -312,55 +311,62 @@ def _frame_html(frame: pd.DataFrame, quality: pd.DataFrame | None, max_tables: i
     """Bytes per table of a serving frame (and measured quality), with a total row."""
     import pandas as pd
 
-    from embviz.memory import human_bytes, largest_tables, totals
+    from embviz.htmltable import count, html_table, human, row_classes
+    from embviz.memory import largest_tables, totals
 
     sums = totals(frame)
     frame = largest_tables(frame, max_tables)
-    quality_head = (
-        "".join(f"<th>{h}</th>" for h in _QUALITY_HEADERS.values()) if quality is not None else ""
+    grouped = frame["serving_dtype"].isna().to_numpy()  # the "(k others)" row: no kind
+
+    def kind(column: str, cast: Callable[[Any], object]) -> list[object]:
+        return [None if g else cast(v) for g, v in zip(grouped, frame[column], strict=True)]
+
+    shown = pd.DataFrame(
+        {
+            "table": [str(n) for n in frame.index],
+            "config dtype": kind("data_type", str),
+            "served as": kind("serving_dtype", str),
+            "bytes/row": kind("row_bytes", int),
+            "served": frame["total_bytes"].to_numpy(),
+            "served (bytes)": frame["total_bytes"].to_numpy(),
+            "unquantized": frame["unquantized_bytes"].to_numpy(),
+            "saved": (frame["unquantized_bytes"] - frame["total_bytes"]).to_numpy(),
+        },
+        dtype=object,
     )
-    head = (
-        "<tr><th>table</th><th>config dtype</th><th>served as</th><th>bytes/row</th>"
-        "<th>served</th><th>served (bytes)</th><th>unquantized</th><th>saved</th>"
-        f"{quality_head}</tr>"
-    )
-    rows = []
-    for name, row in frame.iterrows():
-        saved = int(row["unquantized_bytes"]) - int(row["total_bytes"])
-        grouped = pd.isna(row["serving_dtype"])  # the "(k others)" row
-        cells = ""
-        if quality is not None:
-            for column in _QUALITY_HEADERS:
+    if quality is not None:
+        for column, label in _QUALITY_HEADERS.items():
+            values = []
+            for name, dtype in zip(frame.index, frame["serving_dtype"], strict=True):
                 try:
-                    value = float(quality.loc[(name, row["serving_dtype"]), column])
+                    values.append(float(quality.loc[(name, dtype), column]))
                 except (KeyError, TypeError):
-                    value = float("nan")
-                cells += f"<td>{'' if value != value else f'{value:.3g}'}</td>"
-        kind = (
-            "<td></td><td></td><td></td>"
-            if grouped
-            else f"<td>{row['data_type']}</td><td>{row['serving_dtype']}</td>"
-            f"<td>{int(row['row_bytes'])}</td>"
-        )
-        rows.append(
-            f"<tr><td>{html.escape(str(name))}</td>{kind}"
-            f"<td>{human_bytes(int(row['total_bytes']))}</td><td>{int(row['total_bytes']):,}</td>"
-            f"<td>{human_bytes(int(row['unquantized_bytes']))}</td>"
-            f"<td>{'-' if saved < 0 else ''}{human_bytes(abs(saved))}</td>{cells}</tr>"
-        )
+                    values.append(None)
+            shown[label] = pd.Series(values, dtype=object)
     saved_all = int(sums["unquantized_bytes"]) - int(sums["total_bytes"])
-    blank = "<td></td>" * (len(_QUALITY_HEADERS) if quality is not None else 0)
-    rows.append(
-        "<tr style='font-weight:bold'><td>total</td><td></td><td></td><td></td>"
-        f"<td>{human_bytes(int(sums['total_bytes']))}</td><td>{int(sums['total_bytes']):,}</td>"
-        f"<td>{human_bytes(int(sums['unquantized_bytes']))}</td>"
-        f"<td>{'-' if saved_all < 0 else ''}{human_bytes(abs(saved_all))}</td>{blank}</tr>"
+    total = {"table": "total", "served": int(sums["total_bytes"])}
+    total |= {"served (bytes)": int(sums["total_bytes"])}
+    total |= {"unquantized": int(sums["unquantized_bytes"]), "saved": saved_all}
+    shown.loc[len(shown)] = [total.get(c) for c in shown.columns]
+
+    def saved(value: object) -> str:
+        delta = int(value)  # type: ignore[call-overload]
+        return f"{'-' if delta < 0 else ''}{human(abs(delta))}"
+
+    three = "{:.3g}".format
+    formats = {"served": human, "served (bytes)": count, "unquantized": human, "saved": saved}
+    formats |= dict.fromkeys(_QUALITY_HEADERS.values(), three) if quality is not None else {}
+    table = html_table(
+        shown,
+        formats,
+        name="serving",
+        classes=row_classes(shown, {len(shown) - 1: "total"}),
+        table_class="embviz-serving-table",
     )
     style = (
-        "<style>.embviz-serving-table td, .embviz-serving-table th {padding: 0.15em 0.6em; "
-        "text-align: right} .embviz-serving-table td:first-child {text-align: left}</style>"
+        "<style>.embviz-serving-table {border-collapse: collapse} "
+        ".embviz-serving-table td, .embviz-serving-table th {padding: 0.15em 0.6em; "
+        "text-align: right} .embviz-serving-table td:first-child {text-align: left} "
+        ".embviz-serving-table td.total {font-weight: bold}</style>"
     )
-    return (
-        f"{style}<table class='embviz-serving-table' style='border-collapse:collapse'>"
-        f"{head}{''.join(rows)}</table>"
-    )
+    return style + table
