@@ -26,6 +26,13 @@ def integer(argument: str, value: object, minimum: int = 1) -> int:
     return int(value)  # type: ignore[call-overload]
 
 
+def seed(value: object, argument: str = "seed") -> int:
+    """``value`` as an int when it is an integer (not a bool): a random seed, any sign."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentError(argument, f"must be an integer, got {value!r}")
+    return int(value)
+
+
 def number(
     argument: str,
     value: object,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from embviz.arguments import seed as _seed
 from embviz.errors import ArgumentError
 from embviz.tablerows import (
     BLOCK_BYTES,
@@ -239,12 +240,6 @@ def _table_drift(
     x, y = float_rows(a, index), float_rows(b, index)
     part = _compare(x, y, k, queries, seed, name, labels)
     return index, y.numpy(), part, labels
-
-
-def _seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ArgumentError("seed", f"must be an integer, got {seed!r}")
-    return int(seed)
 
 
 def drift(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from embviz.arguments import seed as _seed
 from embviz.errors import ArgumentError
 from embviz.tablerows import (
     DEFAULT_SAMPLE,
@@ -264,12 +265,6 @@ def _describe(
         "smaller_dim_saves_bytes": saves,
     }
     return record, sigma
-
-
-def _seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ArgumentError("seed", f"must be an integer, got {seed!r}")
-    return int(seed)
 
 
 def health(

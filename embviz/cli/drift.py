@@ -10,18 +10,6 @@ import sys
 
 from embviz.cli.health import add_common_arguments, write
 
-SHOWN = [
-    "rows",
-    "dim",
-    "sampled",
-    "queries",
-    "k",
-    "aligned_cosine",
-    "knn_overlap",
-    "centroid_shift",
-    "relative_change",
-]
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -59,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
         queries=args.queries,
         progress=sys.stderr.isatty(),
     )
-    write(frame, args.format, SHOWN, f"before: {before}\nafter:  {after}")
+    from embviz.tabledrift import DRIFT_COLUMNS
+
+    write(frame, args.format, DRIFT_COLUMNS, f"before: {before}\nafter:  {after}")
     return 0

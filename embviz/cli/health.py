@@ -12,20 +12,6 @@ import math
 import sys
 from typing import Any
 
-# The columns printed by the table format (json: every column of `embviz.health`).
-SHOWN = [
-    "rows",
-    "dim",
-    "dtype",
-    "sampled",
-    "effective_rank",
-    "information_abundance",
-    "dim_spread",
-    "top_energy_share",
-    "energy_rank_99",
-    "unchanged_share",
-]
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -127,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     where = f"snapshot: {path}" + (f" (initial values: {initial})" if initial else "")
-    write(frame, args.format, SHOWN, where)
+    from embviz.tablehealth import HEALTH_COLUMNS
+
+    # The table format stops before the counts' correlation and the dim advice (json: every column).
+    shown = HEALTH_COLUMNS[: HEALTH_COLUMNS.index("norm_frequency_spearman")]
+    write(frame, args.format, shown, where)
     return 0
 
 
