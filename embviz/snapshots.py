@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ __all__ = [
     "METADATA_FILE",
     "SnapshotError",
     "checkpoints",
+    "checkpoints_at",
     "read_table",
     "resolve_snapshot",
     "save_snapshot",
@@ -424,6 +426,29 @@ def checkpoints(save_dir: str | os.PathLike[str], *, unfinished: bool = False) -
         }
     )
     return frame
+
+
+def checkpoints_at(
+    save_dir: str | os.PathLike[str], steps: Iterable[int] | None = None
+) -> pd.DataFrame:
+    """`checkpoints` of ``save_dir``, only those at ``steps`` when given (every one must exist).
+
+    Raises
+    ------
+    SnapshotError
+        A step with no finished checkpoint, naming it and the steps there are.
+    """
+    frame = checkpoints(save_dir)
+    if steps is None:
+        return frame
+    wanted = [int(s) for s in steps]
+    missing = sorted(set(wanted) - set(frame["step"]))
+    if missing:
+        known = ", ".join(str(s) for s in frame["step"])
+        raise SnapshotError(
+            f"{save_dir}: no finished checkpoint at step {missing[0]} (steps: {known})"
+        )
+    return frame[frame["step"].isin(wanted)]
 
 
 def resolve_snapshot(path: str | os.PathLike[str], step: int | None = None) -> str:

@@ -408,22 +408,13 @@ def drift_history(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from embviz.snapshots import SnapshotError, checkpoints
+    from embviz.snapshots import SnapshotError, checkpoints_at
 
     if reference not in ("first", "previous"):
         raise ArgumentError("reference", f"must be 'first' or 'previous', got {reference!r}")
     seed = _seed(seed)
     queries = _positive("queries", queries)
-    frame = checkpoints(save_dir)
-    if steps is not None:
-        wanted = sorted({int(s) for s in steps})
-        missing = sorted(set(wanted) - set(frame["step"]))
-        if missing:
-            known = ", ".join(str(s) for s in frame["step"])
-            raise SnapshotError(
-                f"{save_dir}: no finished checkpoint at step {missing[0]} (steps: {known})"
-            )
-        frame = frame[frame["step"].isin(wanted)]
+    frame = checkpoints_at(save_dir, steps)
     if len(frame) < 2:
         raise SnapshotError(f"{save_dir}: drift needs at least two finished checkpoints")
     pairs = list(zip(frame["step"], frame["path"], strict=True))

@@ -429,19 +429,10 @@ def _history(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from embviz.snapshots import SnapshotError, checkpoints
+    from embviz.snapshots import checkpoints, checkpoints_at
 
     seed = _seed(seed)
-    frame = checkpoints(save_dir)
-    if steps is not None:
-        wanted = [int(s) for s in steps]
-        missing = sorted(set(wanted) - set(frame["step"]))
-        if missing:
-            known = ", ".join(str(s) for s in frame["step"])
-            raise SnapshotError(
-                f"{save_dir}: no finished checkpoint at step {missing[0]} (steps: {known})"
-            )
-        frame = frame[frame["step"].isin(wanted)]
+    frame = checkpoints_at(save_dir, steps)
     if initial not in (None, "first"):
         raise ArgumentError("initial", f"must be 'first' or None, got {initial!r}")
     first = Tables(str(checkpoints(save_dir)["path"].iloc[0]))

@@ -281,20 +281,18 @@ def norm_history(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from embviz.snapshots import SnapshotError, checkpoints, read_table, snapshot_tables
+    from embviz.snapshots import (
+        SnapshotError,
+        checkpoints,
+        checkpoints_at,
+        read_table,
+        snapshot_tables,
+    )
 
     frame = checkpoints(save_dir)
     # The run's first finished checkpoint, whatever ``steps`` keeps (initial="first").
     run_start = str(frame["path"].iloc[0])
-    if steps is not None:
-        wanted = [int(s) for s in steps]
-        missing = sorted(set(wanted) - set(frame["step"]))
-        if missing:
-            known = ", ".join(str(s) for s in frame["step"])
-            raise SnapshotError(
-                f"{save_dir}: no finished checkpoint at step {missing[0]} (steps: {known})"
-            )
-        frame = frame[frame["step"].isin(wanted)]
+    frame = checkpoints_at(save_dir, steps)
     first = str(frame["path"].iloc[0])
     first_tables = snapshot_tables(first)
     names = [str(n) for n in first_tables.index]
