@@ -135,8 +135,11 @@ def test_sample_limits_the_rows_described():
     stats = log_norms(ebc, tables="user", sample=5_000, seed=7)
     assert stats["embedding_norm/user/rows"] == 20_000
     assert stats["embedding_norm/user/sampled"] == 5_000
-    assert full["min"] <= stats["embedding_norm/user/min"] <= stats["embedding_norm/user/max"]
-    assert stats["embedding_norm/user/max"] <= full["max"]
+    # The sample's extremes lie within the table's (float64 reference), up to the float32
+    # rounding of one norm: which way it rounds depends on the CPU's summation order.
+    ulp = 2**-23
+    low, high = stats["embedding_norm/user/min"], stats["embedding_norm/user/max"]
+    assert full["min"] * (1 - ulp) <= low <= high <= full["max"] * (1 + ulp)
     assert stats["embedding_norm/user/mean"] == pytest.approx(full["mean"], rel=0.01)
     assert log_norms(ebc, tables="user", sample=5_000, seed=7) == stats
     assert log_norms(ebc, tables="user", sample=5_000, seed=8) != stats
